@@ -1,0 +1,257 @@
+"""Connection: one link to a broker, its channels and its event loop.
+
+``Connection(url)`` (alias ``BrokerConnection``) connects lazily: nothing
+touches the network until a channel is needed. Everything that waits on
+the broker -- ``connect()``, ``drain_events()`` -- blocks only the calling
+greenlet; other greenlets keep running while it waits.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Set, Type, Union
+
+from .exceptions import InvalidURL
+from .transport import resolve_transport
+from .transport.base import Channel, Transport
+from .url import CONNECTION_OPTIONS, as_url, parse_url
+
+__all__ = ["BrokerConnection", "Connection"]
+
+DEFAULT_TRANSPORT = "amqp"
+
+
+class Connection:
+    """A connection to a broker, described by a URL or by keywords.
+
+    ``Connection("redis://:secret@localhost:6379/0")`` and
+    ``Connection(hostname="localhost", transport="memory")`` both work;
+    values in the URL win over keywords. ``;``-separated URLs are
+    alternates for failover. Query options such as ``?heartbeat=30`` set the
+    matching keyword; all others become ``transport_options``.
+    """
+
+    hostname: Optional[str] = None
+    userid: Optional[str] = None
+    password: Optional[str] = None
+    virtual_host: str = "/"
+    ssl: Any = False
+    heartbeat: float = 0
+    connect_timeout: float = 5
+    login_method: Optional[str] = None
+    insist: bool = False
+    failover_strategy: str = "round-robin"
+
+    def __init__(self, hostname: Optional[str] = "localhost", userid: Optional[str] = None,
+                 password: Optional[str] = None, virtual_host: Optional[str] = None,
+                 port: Optional[int] = None, insist: bool = False, ssl: Any = False,
+                 transport: Union[str, Type[Transport], None] = None,
+                 connect_timeout: float = 5, transport_options: Optional[Dict[str, Any]] = None,
+                 login_method: Optional[str] = None, uri_prefix: Optional[str] = None,
+                 heartbeat: float = 0, failover_strategy: str = "round-robin",
+                 alternates: Optional[Iterable[str]] = None, **kwargs: Any) -> None:
+        self.alt: List[str] = []
+        if hostname and ";" in hostname:
+            first, *rest = [url.strip() for url in hostname.split(";") if url.strip()]
+            hostname, self.alt = first, [first] + rest
+        self.alt.extend(alternates or ())
+        self.transport_options: Dict[str, Any] = dict(transport_options or {})
+        params: Dict[str, Any] = dict(
+            hostname=hostname, userid=userid, password=password, virtual_host=virtual_host,
+            port=port, insist=insist, ssl=ssl, transport=transport,
+            connect_timeout=connect_timeout, login_method=login_method, heartbeat=heartbeat,
+            failover_strategy=failover_strategy)
+        if hostname and "://" in hostname:
+            params.update(self._params_from_url(hostname, uri_prefix))
+        self._apply(params, kwargs)
+        self.declared_entities: Set[Any] = set()
+        self._transport: Optional[Transport] = None
+        self._connection: Any = None
+        self._default_channel: Optional[Channel] = None
+        self._closed = False
+
+    # -- parameters --------------------------------------------------------
+
+    def _params_from_url(self, url: str, uri_prefix: Optional[str]) -> Dict[str, Any]:
+        scheme, _, rest = url.partition("://")
+        if "+" in scheme:  # "transport+driver://": kombu's spelling for some transports
+            uri_prefix, _, scheme = scheme.partition("+")
+            url = f"{scheme}://{rest}"
+        parsed = parse_url(url)
+        params = {k: v for k, v in parsed._asdict().items() if v is not None and k != "options"}
+        params.setdefault("hostname", "localhost")
+        if uri_prefix:
+            params["transport"] = uri_prefix
+            params["hostname"] = url  # the driver parses its own URL
+        for key, value in parsed.options.items():
+            if key in CONNECTION_OPTIONS:
+                params[key] = value
+            else:
+                self.transport_options.setdefault(key, value)
+        return params
+
+    def _apply(self, params: Dict[str, Any], extra: Dict[str, Any]) -> None:
+        self.transport_cls = params["transport"] or DEFAULT_TRANSPORT
+        self.hostname = params["hostname"]
+        self.userid = params["userid"]
+        self.password = params["password"]
+        self.virtual_host = params["virtual_host"] or "/"
+        self.insist = params["insist"]
+        self.ssl = params["ssl"]
+        self.login_method = params["login_method"]
+        self.failover_strategy = params["failover_strategy"]
+        self.extra_options = extra
+        #: Resolved now so an unknown transport fails here, not at first use.
+        self.transport_class = resolve_transport(self.transport_cls)
+        where = f"{self.scheme}://{self.hostname or ''}"
+        try:
+            self._port = int(params["port"]) if params["port"] else None
+            self.heartbeat = float(params["heartbeat"] or 0)
+            self.connect_timeout = float(params["connect_timeout"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidURL(f"Invalid connection parameter for {where}: {exc}") from None
+        if self._port is not None and not 0 < self._port < 65536:
+            raise InvalidURL(f"Port {self._port} out of range (1-65535) for {where}")
+        defaults = self.transport_class.default_connection_params
+        self.userid = self.userid or defaults.get("userid")
+        self.password = self.password or defaults.get("password")
+
+    @property
+    def port(self) -> Optional[int]:
+        return self._port or self.transport_class.default_port
+
+    @property
+    def transport(self) -> Transport:
+        """The transport instance (created on first use, not connected)."""
+        if self._transport is None:
+            self._transport = self.transport_class(client=self, **self.transport_options)
+        return self._transport
+
+    @property
+    def scheme(self) -> str:
+        if isinstance(self.transport_cls, str):
+            return self.transport_cls
+        return getattr(self.transport_cls, "driver_name", "") or self.transport_cls.__name__.lower()
+
+    # -- connecting --------------------------------------------------------
+
+    @property
+    def connection(self) -> Any:
+        """The driver-level connection, established on first access."""
+        if self._connection is None or not self.transport.verify_connection(self._connection):
+            self._connection = self.transport.establish_connection()
+            self._closed = False
+        return self._connection
+
+    def connect(self) -> "Connection":
+        """Connect now (instead of lazily); returns self."""
+        self.connection  # noqa: B018 - property access connects
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self.transport.verify_connection(self._connection)
+
+    def channel(self) -> Channel:
+        """A new channel on this connection (connecting first if needed)."""
+        return self.transport.create_channel(self.connection)
+
+    @property
+    def default_channel(self) -> Channel:
+        """A channel owned by the connection, reused by Producers/Consumers given it."""
+        channel = self._default_channel
+        if channel is None or not channel.is_open:
+            channel = self._default_channel = self.channel()
+        return channel
+
+    def drain_events(self, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Wait for one event on any channel of this connection and dispatch it.
+
+        On virtual transports one event is one delivered message. Only the
+        calling greenlet waits (through the gevent hub). Raises
+        :class:`socket.timeout` if nothing arrives within ``timeout`` seconds
+        (``None`` waits forever).
+        """
+        return self.transport.drain_events(self.connection, timeout=timeout, **kwargs)
+
+    def heartbeat_check(self, rate: int = 2) -> None:
+        return self.transport.heartbeat_check(self.connection, rate=rate)
+
+    @property
+    def supports_heartbeats(self) -> bool:
+        return bool(self.transport.capabilities.heartbeats)
+
+    def close(self) -> None:
+        """Close channels (unacked messages go back to their queues) and disconnect."""
+        if self._default_channel is not None:
+            self._default_channel.close()
+            self._default_channel = None
+        if self._connection is not None and self._transport is not None:
+            self._transport.close_connection(self._connection)
+        self._connection = None
+        self._closed = True
+        self.declared_entities.clear()
+
+    release = close
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    # -- errors ------------------------------------------------------------
+
+    @property
+    def connection_errors(self) -> tuple:
+        """Errors after which reconnecting may help (what ``ensure`` retries)."""
+        return self.transport.connection_errors
+
+    @property
+    def channel_errors(self) -> tuple:
+        return self.transport.channel_errors
+
+    recoverable_connection_errors = connection_errors
+    recoverable_channel_errors = channel_errors
+
+    # -- helpers -----------------------------------------------------------
+
+    def Producer(self, channel: Optional[Channel] = None, *args: Any, **kwargs: Any) -> Any:
+        from .messaging import Producer
+        return Producer(channel or self, *args, **kwargs)
+
+    def Consumer(self, queues: Any = None, channel: Optional[Channel] = None, *args: Any, **kwargs: Any) -> Any:
+        from .messaging import Consumer
+        return Consumer(channel or self, queues, *args, **kwargs)
+
+    def clone(self, **kwargs: Any) -> "Connection":
+        """A new, unconnected Connection with the same settings."""
+        return type(self)(**dict(self.info(include_password=True), **kwargs))
+
+    def info(self, include_password: bool = False) -> Dict[str, Any]:
+        return dict(
+            hostname=self.hostname, userid=self.userid,
+            password=self.password if include_password else ("**" if self.password else None),
+            virtual_host=self.virtual_host, port=self._port, insist=self.insist, ssl=self.ssl,
+            transport=self.transport_cls, connect_timeout=self.connect_timeout,
+            transport_options=dict(self.transport_options), login_method=self.login_method,
+            heartbeat=self.heartbeat, failover_strategy=self.failover_strategy)
+
+    def as_uri(self, include_password: bool = False, mask: str = "**") -> str:
+        """The connection's URL; the password is masked unless asked for."""
+        if self.hostname and "://" in self.hostname:  # a URL kept whole for its driver
+            from .url import mask_url
+            return self.hostname if include_password else mask_url(self.hostname, mask)
+        return as_url(self.scheme, self.hostname, self.port,
+                      self.userid, self.password, self.virtual_host, include_password, mask)
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_connection, (type(self), self.info(include_password=True)))
+
+    def __repr__(self) -> str:
+        return f"<Connection: {self.as_uri()} at {id(self):#x}>"
+
+
+def _rebuild_connection(cls: Type[Connection], params: Dict[str, Any]) -> Connection:
+    return cls(**params)
+
+
+BrokerConnection = Connection

@@ -1,0 +1,154 @@
+"""The one place where kombu_green touches gevent.
+
+Everything that waits, spawns or yields goes through this module, so the
+cooperative contract is written once:
+
+* Waiting (:func:`wait_any`, :meth:`Bell.wait`) only blocks the *current*
+  greenlet; the hub keeps running every other greenlet meanwhile.
+* A greenlet that has lots of work ready (a consumer draining a long queue)
+  calls :func:`cooperate`, which yields to the hub once its time slice is
+  used up, so a busy consumer never starves the others.
+* Network transports call :func:`require_cooperative_sockets` before they
+  connect: a driver that would block the whole process gets a clear
+  :class:`~kombu_green.exceptions.NotCooperative` error instead of a silent
+  hang.
+
+Nothing here monkey-patches anything: that is the application's decision.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Optional, TypeVar
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.monkey
+from gevent import Greenlet, Timeout
+
+from .exceptions import NotCooperative
+
+__all__ = [
+    "Bell",
+    "Event",
+    "Greenlet",
+    "Lock",
+    "Timeout",
+    "cooperate",
+    "is_socket_patched",
+    "require_cooperative_sockets",
+    "sleep",
+    "spawn",
+    "wait_any",
+]
+
+T = TypeVar("T")
+
+#: A one-shot flag greenlets can wait on (gevent's Event).
+Event = gevent.event.Event
+#: A lock that blocks only the calling greenlet.
+Lock = gevent.lock.RLock
+
+#: How long a greenlet may keep the CPU before :func:`cooperate` yields.
+#: Well under gevent's default ``max_blocking_time`` (0.1 s).
+TIME_SLICE = 0.005
+
+_last_yield = time.monotonic()
+
+
+def spawn(function: Callable[..., T], *args: Any, **kwargs: Any) -> Greenlet:
+    """Run ``function`` in a new greenlet and return it (not yet running)."""
+    return gevent.spawn(function, *args, **kwargs)
+
+
+def sleep(seconds: float = 0) -> None:
+    """Pause the current greenlet; ``sleep(0)`` just lets others run."""
+    global _last_yield
+    gevent.sleep(seconds)
+    _last_yield = time.monotonic()
+
+
+def cooperate() -> None:
+    """Yield to the hub if this greenlet has run longer than :data:`TIME_SLICE`.
+
+    Called on hot paths that may find work ready every time (so they never
+    reach a real wait). Cheap when there is nothing to do: one clock read.
+    """
+    if time.monotonic() - _last_yield >= TIME_SLICE:
+        sleep(0)
+
+
+class Bell:
+    """A broadcast wake-up: :meth:`ring` wakes every greenlet waiting now.
+
+    Unlike an :class:`Event` it needs no reset, so there is no window in
+    which a ring can be lost between "clear" and "wait": a waiter registers
+    a private event first, re-checks its condition, then waits.
+    """
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: set[gevent.event.Event] = set()
+
+    def ring(self) -> None:
+        """Wake all current waiters (they re-check their own condition)."""
+        if self._waiters:
+            waiters, self._waiters = self._waiters, set()
+            for event in waiters:
+                event.set()
+
+    def attach(self, event: gevent.event.Event) -> None:
+        self._waiters.add(event)
+
+    def detach(self, event: gevent.event.Event) -> None:
+        self._waiters.discard(event)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block this greenlet until the next ring; False on timeout."""
+        return wait_any((self,), timeout)
+
+
+def wait_any(bells: Iterable[Bell], timeout: Optional[float] = None) -> bool:
+    """Block the current greenlet until any of ``bells`` rings.
+
+    Returns True when woken, False when ``timeout`` seconds passed first.
+    Yields to the hub while waiting; costs no CPU while idle.
+    """
+    global _last_yield
+    event = gevent.event.Event()
+    attached = list(bells)
+    for bell in attached:
+        bell.attach(event)
+    try:
+        woken = event.wait(timeout)
+    finally:
+        for bell in attached:
+            bell.detach(event)
+        _last_yield = time.monotonic()
+    return bool(woken)
+
+
+def is_socket_patched() -> bool:
+    """True when ``gevent.monkey.patch_all()`` (or ``patch_socket``) ran."""
+    return bool(gevent.monkey.is_module_patched("socket"))
+
+
+def require_cooperative_sockets(driver: str, uses_gevent_sockets: bool = False) -> None:
+    """Refuse to connect with a driver that would block the hub.
+
+    A transport whose driver creates its own sockets through the standard
+    library (redis-py, pymongo, greenstalk) is only cooperative when the
+    socket module is gevent-patched. Without the patch, one greenlet
+    waiting on the broker freezes all the others for good; we raise instead
+    and say how to fix it. Transports that build gevent sockets themselves
+    pass ``uses_gevent_sockets=True`` and always proceed.
+    """
+    if uses_gevent_sockets or is_socket_patched():
+        return
+    raise NotCooperative(
+        f"The {driver} driver uses blocking sockets, which would freeze every "
+        "greenlet in this process while it waits on the broker. Call "
+        "`from gevent import monkey; monkey.patch_all()` as the first lines "
+        "of your program (gunicorn's gevent worker does this for you)."
+    )

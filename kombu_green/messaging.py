@@ -1,0 +1,332 @@
+"""Producer and Consumer: kombu's publishing and consuming front ends.
+
+Both accept a Channel or a Connection (whose default channel is then
+used), and both can be subclassed with class attributes as defaults::
+
+    class FeedProducer(Producer):
+        exchange = feed_exchange
+        routing_key = "importer"
+
+A Consumer only registers callbacks; messages arrive when some greenlet
+runs ``connection.drain_events()``, which invokes the callbacks in that
+greenlet.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+from . import compression as compressors
+from .entity import Exchange, Queue, maybe_channel, maybe_delivery_mode, maybe_list
+from .exceptions import ContentDisallowed
+from .message import Message
+from .serialization import dumps, prepare_accept_content
+
+__all__ = ["Consumer", "Producer", "maybe_declare"]
+
+Callback = Callable[[Any, Message], Any]
+
+_consumer_tags = itertools.count(1)
+
+
+def maybe_declare(entity: Union[Exchange, Queue], channel: Any = None) -> bool:
+    """Declare ``entity`` unless this connection already did (cached).
+
+    Only durable, non-auto-delete entities are cached: the others may have
+    vanished since. Returns True if a declaration was sent.
+    """
+    channel = maybe_channel(channel) if channel is not None else entity.channel
+    if not entity.is_bound:
+        entity = entity.bind(channel)
+    client = getattr(channel, "connection", None)
+    declared = getattr(client, "declared_entities", None)
+    if declared is not None and entity.can_cache_declaration and entity in declared:
+        return False
+    entity.declare(channel=channel)
+    if declared is not None and entity.can_cache_declaration:
+        declared.add(entity)
+    return True
+
+
+def _is_connection(obj: Any) -> bool:
+    return hasattr(obj, "default_channel") and hasattr(obj, "drain_events")
+
+
+class Producer:
+    """Publishes messages to an exchange (the default exchange if none)."""
+
+    exchange: Optional[Exchange] = None
+    routing_key: str = ""
+    serializer: Optional[str] = None
+    compression: Optional[str] = None
+    auto_declare: bool = True
+    on_return: Optional[Callable[..., Any]] = None
+
+    def __init__(self, channel: Any, exchange: Optional[Exchange] = None,
+                 routing_key: Optional[str] = None, serializer: Optional[str] = None,
+                 auto_declare: Optional[bool] = None, compression: Optional[str] = None,
+                 on_return: Optional[Callable[..., Any]] = None) -> None:
+        self._connection: Any = None
+        self._channel: Any = None
+        self.exchange = exchange if exchange is not None else self.exchange
+        if self.exchange is None:
+            self.exchange = Exchange("")
+        self.routing_key = self.routing_key if routing_key is None else routing_key
+        self.serializer = serializer or self.serializer
+        self.compression = compression or self.compression
+        self.auto_declare = self.auto_declare if auto_declare is None else auto_declare
+        self.on_return = on_return or self.on_return
+        if channel is not None:
+            self.revive(channel)
+
+    def revive(self, channel: Any) -> None:
+        """Attach to ``channel`` (or a Connection's default channel)."""
+        if _is_connection(channel):
+            self._connection = channel
+            channel = channel.default_channel
+        self._channel = channel
+        self.exchange = self.exchange.bind(channel)
+        if self.on_return is not None:
+            channel.events["basic_return"].add(self.on_return)
+        if self.auto_declare:
+            self.declare()
+
+    def declare(self) -> None:
+        """Declare the producer's exchange (the default exchange needs none)."""
+        if self.exchange is not None and self.exchange.name:
+            maybe_declare(self.exchange, self._channel)
+
+    def maybe_declare(self, entity: Union[Exchange, Queue], retry: bool = False, **retry_policy: Any) -> bool:
+        return maybe_declare(entity, self._channel)
+
+    @property
+    def channel(self) -> Any:
+        return self._channel
+
+    @property
+    def connection(self) -> Any:
+        return self._connection or getattr(self._channel, "connection", None)
+
+    def _prepare(self, body: Any, serializer: Optional[str], content_type: Optional[str],
+                 content_encoding: Optional[str], compression: Optional[str],
+                 headers: Dict[str, Any]) -> tuple:
+        if content_type:
+            # Raw body with an explicit content type: sent as is.
+            if isinstance(body, str):
+                content_encoding = content_encoding or "utf-8"
+                body = body.encode(content_encoding)
+            elif not content_encoding:
+                content_encoding = "binary"
+        else:
+            content_type, content_encoding, body = dumps(body, serializer=serializer)
+        if compression:
+            body, headers["compression"] = compressors.compress(body, compression)
+        return body, content_type, content_encoding
+
+    def publish(self, body: Any, routing_key: Optional[str] = None,
+                delivery_mode: Union[int, str, None] = None, mandatory: bool = False,
+                immediate: bool = False, priority: int = 0, content_type: Optional[str] = None,
+                content_encoding: Optional[str] = None, serializer: Optional[str] = None,
+                headers: Optional[Dict[str, Any]] = None, compression: Optional[str] = None,
+                exchange: Union[Exchange, str, None] = None, retry: bool = False,
+                retry_policy: Optional[Dict[str, Any]] = None,
+                declare: Optional[Sequence[Union[Exchange, Queue]]] = None,
+                expiration: Optional[float] = None, timeout: Optional[float] = None,
+                **properties: Any) -> None:
+        """Serialize, compress and publish one message.
+
+        ``body`` is serialized with ``serializer`` (default json) unless it
+        is ``bytes``/``str`` with no serializer, or ``content_type`` is
+        given, in which case it is sent raw. ``expiration`` is in seconds.
+        ``declare`` lists entities to declare first (cached per connection).
+        On virtual transports this returns once every target queue holds
+        the message; it never waits for a consumer.
+        """
+        headers = {} if headers is None else dict(headers)
+        routing_key = self.routing_key if routing_key is None else routing_key
+        compression = self.compression if compression is None else compression
+        if isinstance(exchange, Exchange):
+            declare = list(declare or []) + [exchange]
+            exchange_name = exchange.name
+        else:
+            exchange_name = self.exchange.name if exchange is None else exchange
+        for entity in declare or ():
+            maybe_declare(entity, self._channel)
+        body, content_type, content_encoding = self._prepare(
+            body, serializer or self.serializer, content_type, content_encoding, compression, headers)
+        properties["delivery_mode"] = maybe_delivery_mode(delivery_mode or self.exchange.delivery_mode)
+        if expiration is not None:
+            properties["expiration"] = str(int(expiration * 1000))
+        message = self._channel.prepare_message(
+            body, priority, content_type, content_encoding, headers, properties)
+        self._channel.basic_publish(message, exchange=exchange_name, routing_key=routing_key,
+                                    mandatory=mandatory, immediate=immediate, timeout=timeout)
+
+    #: kombu's first releases (and carrot) called it ``send``.
+    send = publish
+
+    def close(self) -> None:
+        if self._channel is not None and self.on_return is not None:
+            self._channel.events["basic_return"].discard(self.on_return)
+
+    release = close
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<Producer: {self._channel!r}>"
+
+
+class Consumer:
+    """Consumes from one or more queues by registering callbacks.
+
+    Each callback is called as ``callback(body, message)`` with the
+    decoded body; ``on_message=fn`` instead receives only the undecoded
+    message. Subclasses may override :meth:`receive`. Messages must be
+    acknowledged (``message.ack()``) unless ``no_ack=True``.
+    """
+
+    ContentDisallowed = ContentDisallowed
+
+    queues: Optional[Sequence[Queue]] = None
+    no_ack: Optional[bool] = None
+    auto_declare: bool = True
+    callbacks: Optional[List[Callback]] = None
+    on_message: Optional[Callable[[Message], Any]] = None
+    on_decode_error: Optional[Callable[[Message, BaseException], Any]] = None
+    accept: Optional[set] = None
+    prefetch_count: Optional[int] = None
+    tag_prefix: Optional[str] = None
+
+    def __init__(self, channel: Any, queues: Union[Queue, Sequence[Queue], None] = None,
+                 no_ack: Optional[bool] = None, auto_declare: Optional[bool] = None,
+                 callbacks: Optional[Iterable[Callback]] = None,
+                 on_decode_error: Optional[Callable[[Message, BaseException], Any]] = None,
+                 on_message: Optional[Callable[[Message], Any]] = None,
+                 accept: Optional[Iterable[str]] = None, prefetch_count: Optional[int] = None,
+                 tag_prefix: Optional[str] = None) -> None:
+        self._connection: Any = None
+        self.channel: Any = None
+        self.queues = maybe_list(queues if queues is not None else self.queues)
+        self.no_ack = self.no_ack if no_ack is None else no_ack
+        self.auto_declare = self.auto_declare if auto_declare is None else auto_declare
+        self.callbacks = list(callbacks if callbacks is not None else self.callbacks or [])
+        self.on_message = on_message or self.on_message
+        self.on_decode_error = on_decode_error or self.on_decode_error
+        accept = accept if accept is not None else self.accept
+        self.accept = prepare_accept_content(accept) if accept is not None else None
+        self.prefetch_count = prefetch_count if prefetch_count is not None else self.prefetch_count
+        self.tag_prefix = tag_prefix if tag_prefix is not None else (self.tag_prefix or "")
+        self._active_tags: Dict[str, str] = {}
+        if channel is not None:
+            self.revive(channel)
+
+    def revive(self, channel: Any) -> None:
+        """Attach to ``channel``: bind the queues, declare them, set prefetch."""
+        if _is_connection(channel):
+            self._connection = channel
+            channel = channel.default_channel
+        self._active_tags.clear()
+        self.channel = channel
+        self.queues = [queue.bind(channel) for queue in self.queues]
+        if self.auto_declare:
+            self.declare()
+        if self.prefetch_count is not None:
+            self.qos(prefetch_count=self.prefetch_count)
+
+    @property
+    def connection(self) -> Any:
+        return self._connection or getattr(self.channel, "connection", None)
+
+    def declare(self) -> None:
+        for queue in self.queues:
+            queue.declare()
+
+    def register_callback(self, callback: Callback) -> None:
+        """Add ``callback(body, message)``; called in the order added."""
+        self.callbacks.append(callback)
+
+    def add_queue(self, queue: Queue) -> Queue:
+        """Add a queue (declared if auto_declare); call consume() to start on it."""
+        queue = queue.bind(self.channel)
+        if self.auto_declare:
+            queue.declare()
+        self.queues.append(queue)
+        return queue
+
+    def consume(self, no_ack: Optional[bool] = None) -> None:
+        """Start consuming from every queue not consumed yet."""
+        no_ack = self.no_ack if no_ack is None else no_ack
+        for queue in self.queues:
+            if queue.name not in self._active_tags:
+                tag = f"{self.tag_prefix}{next(_consumer_tags)}"
+                self._active_tags[queue.name] = queue.consume(
+                    tag, self._receive_callback, no_ack=bool(no_ack))
+
+    def cancel(self) -> None:
+        """Stop consuming from all queues (messages already received stay unacked)."""
+        for tag in self._active_tags.values():
+            self.channel.basic_cancel(tag)
+        self._active_tags.clear()
+
+    close = cancel
+
+    def cancel_by_queue(self, queue: str) -> None:
+        tag = self._active_tags.pop(queue, None)
+        if tag is not None:
+            self.channel.basic_cancel(tag)
+
+    def consuming_from(self, queue: Union[Queue, str]) -> bool:
+        name = queue.name if isinstance(queue, Queue) else queue
+        return name in self._active_tags
+
+    def purge(self) -> int:
+        """Purge every queue; return the number of messages removed."""
+        return sum(queue.purge() for queue in self.queues)
+
+    def flow(self, active: bool) -> None:
+        self.channel.flow(active)
+
+    def qos(self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False) -> None:
+        """Limit unacked messages in flight on this consumer's channel."""
+        self.channel.basic_qos(prefetch_size, prefetch_count, apply_global)
+
+    def recover(self, requeue: bool = False) -> None:
+        self.channel.basic_recover(requeue=requeue)
+
+    def receive(self, body: Any, message: Message) -> None:
+        """Called with each decoded message; calls every registered callback."""
+        if not self.callbacks:
+            raise NotImplementedError("Consumer does not have any callbacks")
+        for callback in self.callbacks:
+            callback(body, message)
+
+    def _receive_callback(self, message: Message) -> Any:
+        if self.accept is not None:
+            message.accept = self.accept
+        try:
+            if message.errors:
+                return message._reraise_error(self.on_decode_error)
+            decoded = None if self.on_message else message.decode()
+        except Exception as exc:
+            if not self.on_decode_error:
+                raise
+            return self.on_decode_error(message, exc)
+        if self.on_message:
+            return self.on_message(message)
+        return self.receive(decoded, message)
+
+    def __enter__(self) -> "Consumer":
+        self.consume()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.channel is not None and self.channel.is_open:
+            self.cancel()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.queues}>"

@@ -1,0 +1,65 @@
+"""The message payload virtual stores keep: a plain, JSON-friendly dict.
+
+Layout (kept close to kombu's so the field names are familiar)::
+
+    {"body": bytes, "content-type": str, "content-encoding": str,
+     "headers": {...}, "redelivered": bool,
+     "properties": {"delivery_mode": 2, "priority": 0,
+                    "delivery_info": {"exchange": str, "routing_key": str},
+                    ... correlation_id, reply_to, expiration, message_id ...}}
+
+In process the body stays ``bytes``. Stores that write to the network use
+:func:`dumps`/:func:`loads`, which carry the body as base64 text.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Dict, Optional
+
+__all__ = ["Payload", "clone", "dumps", "loads", "make", "priority_of"]
+
+Payload = Dict[str, Any]
+
+MAX_PRIORITY = 9
+
+
+def make(body: bytes, content_type: Optional[str], content_encoding: Optional[str],
+         headers: Optional[dict], properties: Optional[dict]) -> Payload:
+    return {
+        "body": body,
+        "content-type": content_type,
+        "content-encoding": content_encoding,
+        "headers": dict(headers or {}),
+        "properties": dict(properties or {}),
+    }
+
+
+def clone(payload: Payload) -> Payload:
+    """A copy safe to store in a second queue (its own properties/headers)."""
+    copy = dict(payload)
+    copy["properties"] = dict(payload["properties"])
+    copy["headers"] = dict(payload["headers"])
+    return copy
+
+
+def priority_of(payload: Payload) -> int:
+    """The message priority clamped to 0-9 (missing or junk -> 0)."""
+    try:
+        value = int(payload["properties"].get("priority") or 0)
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(MAX_PRIORITY, value))
+
+
+def dumps(payload: Payload) -> bytes:
+    """Serialize for a network store (body as base64)."""
+    data = dict(payload)
+    data["body"] = base64.b64encode(payload["body"] or b"").decode("ascii")
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+
+def loads(raw: bytes) -> Payload:
+    data = json.loads(raw)
+    data["body"] = base64.b64decode(data["body"])
+    return data

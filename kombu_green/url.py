@@ -1,0 +1,98 @@
+"""Broker URLs: ``transport://userid:password@hostname:port/virtual_host?opts``.
+
+Parsing is strict (a bad port is an error, not a silent default) and no
+message or repr produced here ever contains the password.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, NamedTuple, Optional
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from .exceptions import InvalidURL
+
+__all__ = ["URL", "as_url", "mask_url", "parse_url", "coerce_option"]
+
+#: Query options that configure the Connection itself; all others are
+#: transport options.
+CONNECTION_OPTIONS = frozenset(
+    {"ssl", "heartbeat", "connect_timeout", "login_method", "insist", "failover_strategy"}
+)
+
+
+class URL(NamedTuple):
+    transport: Optional[str]
+    hostname: Optional[str]
+    port: Optional[int]
+    userid: Optional[str]
+    password: Optional[str]
+    virtual_host: Optional[str]
+    options: Dict[str, Any]
+
+
+def coerce_option(value: str) -> Any:
+    """Turn query-string text into the int/float/bool it spells, else keep text."""
+    lowered = value.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def mask_url(url: str, mask: str = "**") -> str:
+    """Return ``url`` with any password replaced by ``mask`` (safe to log)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    creds, at, host = netloc.rpartition("@")
+    if at and ":" in creds:
+        creds = creds.split(":", 1)[0] + ":" + mask
+    return f"{scheme}://{creds}{at}{host}{slash}{tail}"
+
+
+def parse_url(url: str) -> URL:
+    """Split a broker URL into its parts; raises :class:`InvalidURL`."""
+    if "://" not in url:
+        raise InvalidURL(f"Not a broker URL (expected transport://host...): {mask_url(url)!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"Invalid broker URL {mask_url(url)!r}: {exc}") from None
+    scheme = parts.scheme or None
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    options = {k: coerce_option(v) for k, v in parse_qsl(parts.query, keep_blank_values=True)}
+    return URL(
+        transport=scheme,
+        hostname=unquote(parts.hostname) if parts.hostname else None,
+        port=port,
+        userid=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        virtual_host=unquote(path) if path else None,
+        options=options,
+    )
+
+
+def as_url(transport: str, hostname: Optional[str] = None, port: Optional[int] = None,
+           userid: Optional[str] = None, password: Optional[str] = None,
+           virtual_host: Optional[str] = None, include_password: bool = False,
+           mask: str = "**") -> str:
+    """Build a URL; the password is shown as ``mask`` unless asked for."""
+    auth = ""
+    if userid:
+        auth = quote(userid, safe="")
+        if password:
+            auth += ":" + (quote(password, safe="") if include_password else mask)
+        auth += "@"
+    host = hostname or ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    location = f"{host}:{port}" if port else host
+    vhost = "" if virtual_host is None else quote(virtual_host, safe="/")
+    return f"{transport}://{auth}{location}/{vhost}"
