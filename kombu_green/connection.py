@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional, Set, Type, Union
 
+from . import green
 from .exceptions import InvalidURL
 from .transport import resolve_transport
 from .transport.base import Channel, Transport
@@ -168,9 +169,12 @@ class Connection:
         On virtual transports one event is one delivered message. Only the
         calling greenlet waits (through the gevent hub). Raises
         :class:`socket.timeout` if nothing arrives within ``timeout`` seconds
-        (``None`` waits forever).
+        (``None`` waits forever). A loop that always finds work ready still
+        yields to the hub every few milliseconds, so it never starves others.
         """
-        return self.transport.drain_events(self.connection, timeout=timeout, **kwargs)
+        result = self.transport.drain_events(self.connection, timeout=timeout, **kwargs)
+        green.cooperate()
+        return result
 
     def heartbeat_check(self, rate: int = 2) -> None:
         return self.transport.heartbeat_check(self.connection, rate=rate)

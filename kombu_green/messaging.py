@@ -17,6 +17,7 @@ import itertools
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import compression as compressors
+from . import green
 from .entity import Exchange, Queue, maybe_channel, maybe_delivery_mode, maybe_list
 from .exceptions import ContentDisallowed
 from .message import Message
@@ -140,7 +141,9 @@ class Producer:
         given, in which case it is sent raw. ``expiration`` is in seconds.
         ``declare`` lists entities to declare first (cached per connection).
         On virtual transports this returns once every target queue holds
-        the message; it never waits for a consumer.
+        the message; it never waits for a consumer. Only the calling
+        greenlet waits, and a long publishing loop yields to the hub every
+        few milliseconds.
         """
         headers = {} if headers is None else dict(headers)
         routing_key = self.routing_key if routing_key is None else routing_key
@@ -161,6 +164,7 @@ class Producer:
             body, priority, content_type, content_encoding, headers, properties)
         self._channel.basic_publish(message, exchange=exchange_name, routing_key=routing_key,
                                     mandatory=mandatory, immediate=immediate, timeout=timeout)
+        green.cooperate()  # a tight publish loop must still let other greenlets run
 
     #: kombu's first releases (and carrot) called it ``send``.
     send = publish

@@ -124,7 +124,6 @@ class Transport(base.Transport):
                     raise socket.timeout("timed out") from None
                 continue
             if self._dispatch(queue, payload):
-                green.cooperate()
                 return
 
     def _plan(self) -> List[str]:
