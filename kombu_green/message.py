@@ -123,7 +123,7 @@ class Message:
         if self.errors:
             raise self._with_context(self.errors[0])
         try:
-            return loads(self.body, self.content_type, self.content_encoding, accept=self.accept)
+            return loads(self.body or b"", self.content_type, self.content_encoding, accept=self.accept)
         except (SerializationError, SerializerNotInstalled) as exc:
             raise self._with_context(exc) from exc
 

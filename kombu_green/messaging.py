@@ -56,7 +56,8 @@ def _is_connection(obj: Any) -> bool:
 class Producer:
     """Publishes messages to an exchange (the default exchange if none)."""
 
-    exchange: Optional[Exchange] = None
+    #: Class-level defaults a subclass may set (kombu's subclassing style).
+    exchange: Any = None
     routing_key: str = ""
     serializer: Optional[str] = None
     compression: Optional[str] = None
@@ -196,10 +197,11 @@ class Consumer:
 
     ContentDisallowed = ContentDisallowed
 
-    queues: Optional[Sequence[Queue]] = None
+    #: Class-level defaults a subclass may set (kombu's subclassing style).
+    queues: Any = None
     no_ack: Optional[bool] = None
     auto_declare: bool = True
-    callbacks: Optional[List[Callback]] = None
+    callbacks: Any = None
     on_message: Optional[Callable[[Message], Any]] = None
     on_decode_error: Optional[Callable[[Message, BaseException], Any]] = None
     accept: Optional[set] = None
@@ -290,7 +292,7 @@ class Consumer:
 
     def purge(self) -> int:
         """Purge every queue; return the number of messages removed."""
-        return sum(queue.purge() for queue in self.queues)
+        return sum(int(queue.purge()) for queue in self.queues)
 
     def flow(self, active: bool) -> None:
         self.channel.flow(active)

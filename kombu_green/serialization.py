@@ -207,6 +207,7 @@ class SerializerRegistry:
                 f"No decoder is registered for content-type {ctype!r}; "
                 "register one with kombu_green.serialization.register()."
             )
+        payload: str | bytes
         if codec.content_encoding == _BINARY:
             payload = data.encode("utf-8") if isinstance(data, str) else data
         else:

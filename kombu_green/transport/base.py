@@ -174,7 +174,7 @@ class Transport:
     def create_channel(self, connection: Any) -> Channel:
         raise NotImplementedError
 
-    def drain_events(self, connection: Any, timeout: Optional[float] = None) -> None:
+    def drain_events(self, connection: Any, timeout: Optional[float] = None) -> Any:
         """Wait for one event on any channel and dispatch it (see Connection)."""
         raise NotImplementedError
 

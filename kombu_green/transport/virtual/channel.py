@@ -16,7 +16,7 @@ from ...message import Message
 from .. import base
 from . import payload as payloads
 from .qos import QoS
-from .storage import Empty
+from .storage import Empty, Storage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .transport import Transport
@@ -36,12 +36,12 @@ class _Consumer(NamedTuple):
 class Channel(base.Channel):
     """A virtual AMQP channel: one per ``Connection.channel()`` call."""
 
-    Message = Message
-
     def __init__(self, transport: "Transport") -> None:
+        if transport.store is None:
+            raise ConnectionClosed("Connection is closed")
         self.transport = transport
         self.connection = transport.client
-        self.store = transport.store
+        self.store: Storage = transport.store
         self.channel_id = next(_channel_ids)
         self.qos = QoS(self.store)
         self.no_ack_consumers: set = set()
@@ -271,7 +271,7 @@ class Channel(base.Channel):
         delivery_tag = next(self._delivery_tags)
         info.update(consumer_tag=consumer_tag, delivery_tag=delivery_tag,
                     redelivered=bool(payload.get("redelivered")))
-        return self.Message(
+        return Message(
             body=payload["body"], delivery_tag=delivery_tag,
             content_type=payload.get("content-type"), content_encoding=payload.get("content-encoding"),
             delivery_info=info, properties=properties, headers=dict(payload.get("headers") or {}),

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Set
 from ... import green
 from ...exceptions import ConnectionClosed
 from .. import base
-from .channel import Channel
+from .channel import Channel as VirtualChannel
 from .payload import Payload, priority_of
 from .storage import Empty, Storage
 
@@ -28,13 +28,14 @@ class Transport(base.Transport):
     Subclasses only provide :meth:`create_store`.
     """
 
-    Channel = Channel
+    #: The channel class (stores may subclass the virtual one).
+    Channel = VirtualChannel
     driver_type = "virtual"
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         self.store: Optional[Storage] = None
-        self.channels: List[Channel] = []
+        self.channels: List[VirtualChannel] = []
         #: Queues declared auto_delete through this connection.
         self.auto_delete_queues: Set[str] = set()
         self._bell = green.Bell()
@@ -65,14 +66,14 @@ class Transport(base.Transport):
     def verify_connection(self, connection: Any) -> bool:
         return self._connected
 
-    def create_channel(self, connection: Any) -> Channel:
+    def create_channel(self, connection: Any) -> VirtualChannel:
         if not self._connected:
             raise ConnectionClosed("Connection is closed")
         channel = self.Channel(self)
         self.channels.append(channel)
         return channel
 
-    def channel_closed(self, channel: Channel) -> None:
+    def channel_closed(self, channel: VirtualChannel) -> None:
         if channel in self.channels:
             self.channels.remove(channel)
         self.wake()
