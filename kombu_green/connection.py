@@ -7,7 +7,7 @@ greenlet; other greenlets keep running while it waits.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Set, Type, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Type, Union
 
 from . import green
 from .exceptions import InvalidURL
@@ -41,7 +41,7 @@ class Connection:
     insist: bool = False
     failover_strategy: str = "round-robin"
 
-    def __init__(self, hostname: Optional[str] = "localhost", userid: Optional[str] = None,
+    def __init__(self, hostname: Union[str, Sequence[str], None] = "localhost", userid: Optional[str] = None,
                  password: Optional[str] = None, virtual_host: Optional[str] = None,
                  port: Optional[int] = None, insist: bool = False, ssl: Any = False,
                  transport: Union[str, Type[Transport], None] = None,
@@ -49,11 +49,17 @@ class Connection:
                  login_method: Optional[str] = None, uri_prefix: Optional[str] = None,
                  heartbeat: float = 0, failover_strategy: str = "round-robin",
                  alternates: Optional[Iterable[str]] = None, **kwargs: Any) -> None:
+        #: Every URL to try, in order (failover); empty for a single broker.
         self.alt: List[str] = []
-        if hostname and ";" in hostname:
-            first, *rest = [url.strip() for url in hostname.split(";") if url.strip()]
-            hostname, self.alt = first, [first] + rest
-        self.alt.extend(alternates or ())
+        if isinstance(hostname, (list, tuple)):
+            self.alt = [url.strip() for url in hostname if url.strip()]
+        elif hostname and ";" in hostname:
+            self.alt = [url.strip() for url in hostname.split(";") if url.strip()]
+        for url in alternates or ():
+            if url not in self.alt:
+                self.alt.append(url)
+        if self.alt and (not hostname or not isinstance(hostname, str) or ";" in hostname):
+            hostname = self.alt[0]
         self.transport_options: Dict[str, Any] = dict(transport_options or {})
         params: Dict[str, Any] = dict(
             hostname=hostname, userid=userid, password=password, virtual_host=virtual_host,
@@ -237,7 +243,8 @@ class Connection:
             virtual_host=self.virtual_host, port=self._port, insist=self.insist, ssl=self.ssl,
             transport=self.transport_cls, connect_timeout=self.connect_timeout,
             transport_options=dict(self.transport_options), login_method=self.login_method,
-            heartbeat=self.heartbeat, failover_strategy=self.failover_strategy)
+            heartbeat=self.heartbeat, failover_strategy=self.failover_strategy,
+            alternates=list(self.alt))
 
     def as_uri(self, include_password: bool = False, mask: str = "**") -> str:
         """The connection's URL; the password is masked unless asked for."""

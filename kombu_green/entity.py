@@ -400,21 +400,40 @@ class Queue(_Entity):
 
     @classmethod
     def from_dict(cls, queue: str, **options: Any) -> "Queue":
-        """Build from a configuration mapping (``exchange`` may be a name)."""
+        """Build from a configuration mapping, as Celery's queue settings use.
+
+        Understands kombu's keys: ``exchange`` (a name, dict or Exchange),
+        ``exchange_type``, ``exchange_durable``, ``exchange_auto_delete``,
+        ``exchange_arguments``, ``binding_key`` (= ``routing_key``),
+        ``queue_durable``, ``queue_auto_delete``, plus any Queue keyword.
+        """
         options = dict(options)
         exchange = options.pop("exchange", None)
+        exchange_options = {key: options.pop(f"exchange_{key}", None)
+                            for key in ("type", "durable", "auto_delete", "arguments")}
+        if options.get("delivery_mode") is not None:
+            exchange_options["delivery_mode"] = options.pop("delivery_mode")
         if isinstance(exchange, dict):
-            exchange = Exchange(**exchange)
-        elif exchange is None and options.get("exchange_type"):
-            exchange = Exchange(queue)
-        if isinstance(exchange, Exchange) and options.get("exchange_type"):
-            exchange.type = options["exchange_type"]
-        options.pop("exchange_type", None)
+            exchange = Exchange(**dict(exchange, **{k: v for k, v in exchange_options.items() if v is not None}))
+        elif isinstance(exchange, Exchange):
+            exchange = copy.copy(exchange)
+            exchange._set_attrs(exchange_options)
+        else:  # only a type given: an exchange named after the queue (Celery's habit)
+            name = exchange if exchange is not None else (queue if exchange_options["type"] else "")
+            exchange = Exchange(name, **exchange_options)
+        binding_key = options.pop("binding_key", None)
+        if binding_key is not None:
+            options.setdefault("routing_key", binding_key)
+        for key in ("durable", "auto_delete"):
+            queue_value = options.pop(f"queue_{key}", None)
+            if queue_value is not None:
+                options[key] = queue_value
         return cls(queue, exchange=exchange, **options)
 
     def _key(self) -> tuple:
         return (self.name, self.exchange, self.routing_key, self.durable, self.exclusive,
-                self.auto_delete, repr(sorted((self.queue_arguments or {}).items())))
+                self.auto_delete, *(repr(sorted((args or {}).items())) for args in (
+                    self.queue_arguments, self.binding_arguments, self.consumer_arguments)))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Queue):

@@ -14,7 +14,7 @@ greenlet.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 from . import compression as compressors
 from . import green
@@ -149,6 +149,7 @@ class Producer:
         headers = {} if headers is None else dict(headers)
         routing_key = self.routing_key if routing_key is None else routing_key
         compression = self.compression if compression is None else compression
+        target = exchange if isinstance(exchange, Exchange) else self.exchange
         if isinstance(exchange, Exchange):
             declare = list(declare or []) + [exchange]
             exchange_name = exchange.name
@@ -158,7 +159,7 @@ class Producer:
             maybe_declare(entity, self._channel)
         body, content_type, content_encoding = self._prepare(
             body, serializer or self.serializer, content_type, content_encoding, compression, headers)
-        properties["delivery_mode"] = maybe_delivery_mode(delivery_mode or self.exchange.delivery_mode)
+        properties["delivery_mode"] = maybe_delivery_mode(delivery_mode or target.delivery_mode)
         if expiration is not None:
             properties["expiration"] = str(int(expiration * 1000))
         message = self._channel.prepare_message(
@@ -281,10 +282,13 @@ class Consumer:
 
     close = cancel
 
-    def cancel_by_queue(self, queue: str) -> None:
-        tag = self._active_tags.pop(queue, None)
+    def cancel_by_queue(self, queue: Union[Queue, str]) -> None:
+        """Stop consuming from one queue and drop it from this consumer."""
+        name = queue.name if isinstance(queue, Queue) else queue
+        tag = self._active_tags.pop(name, None)
         if tag is not None:
             self.channel.basic_cancel(tag)
+        self.queues = [q for q in self.queues if q.name != name]
 
     def consuming_from(self, queue: Union[Queue, str]) -> bool:
         name = queue.name if isinstance(queue, Queue) else queue

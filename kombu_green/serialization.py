@@ -201,12 +201,11 @@ class SerializerRegistry:
             return data
         codec = self._by_type.get(ctype)
         if codec is None:
-            if ctype == "application/text" or ctype.startswith("text/"):
+            # A type the consumer chose to accept but no codec knows (a JPEG,
+            # say): hand over the body itself, as bytes unless it is text.
+            if ctype == "application/text" or ctype.startswith("text/") or encoding != _BINARY:
                 return _decode_text(data, encoding, ctype)
-            raise SerializerNotInstalled(
-                f"No decoder is registered for content-type {ctype!r}; "
-                "register one with kombu_green.serialization.register()."
-            )
+            return data
         payload: str | bytes
         if codec.content_encoding == _BINARY:
             payload = data.encode("utf-8") if isinstance(data, str) else data

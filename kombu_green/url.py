@@ -45,15 +45,21 @@ def coerce_option(value: str) -> Any:
 
 
 def mask_url(url: str, mask: str = "**") -> str:
-    """Return ``url`` with any password replaced by ``mask`` (safe to log)."""
+    """Return ``url`` with any password replaced by ``mask`` (safe to log).
+
+    Works on malformed input too (no scheme, unescaped ``/`` or ``#`` in the
+    password): everything between the first ``:`` of the credentials and
+    the last ``@`` is hidden, so a password is never shown even partly.
+    """
     scheme, sep, rest = url.partition("://")
     if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at == -1:
         return url
-    netloc, slash, tail = rest.partition("/")
-    creds, at, host = netloc.rpartition("@")
-    if at and ":" in creds:
-        creds = creds.split(":", 1)[0] + ":" + mask
-    return f"{scheme}://{creds}{at}{host}{slash}{tail}"
+    user, colon, _ = rest[:at].partition(":")
+    creds = f"{user}:{mask}" if colon else user
+    return f"{scheme}{sep}{creds}{rest[at:]}"
 
 
 def parse_url(url: str) -> URL:
@@ -63,8 +69,13 @@ def parse_url(url: str) -> URL:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise InvalidURL(f"Invalid broker URL {mask_url(url)!r}: {exc}") from None
+    except ValueError:
+        # urllib's own message may quote part of the password: never show it.
+        raise InvalidURL(
+            f"Invalid broker URL {mask_url(url)!r}: it cannot be parsed. The port must be a "
+            "number from 1 to 65535, an IPv6 host needs [brackets], and / # ? @ : in the "
+            "user or password must be percent-encoded (e.g. / as %2F)."
+        ) from None
     scheme = parts.scheme or None
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     options = {k: coerce_option(v) for k, v in parse_qsl(parts.query, keep_blank_values=True)}

@@ -352,11 +352,10 @@ def test_unknown_content_type_refused():
     assert "Add 'application/x-martian'" in str(info.value)
 
 
-def test_accepted_but_no_decoder_raises_not_installed():
-    with pytest.raises(SerializerNotInstalled) as info:
-        loads(b"x", "application/x-martian", "binary", accept={"application/x-martian"})
-    assert not isinstance(info.value, ContentDisallowed)
-    assert "application/x-martian" in str(info.value)
+def test_accepted_but_no_decoder_returns_the_raw_body():
+    accept = {"application/x-martian"}
+    assert loads(b"\xff\x00", "application/x-martian", "binary", accept=accept) == b"\xff\x00"
+    assert loads("héllo".encode(), "application/x-martian", "utf-8", accept=accept) == "héllo"
 
 
 # -- malformed input ----------------------------------------------------------
