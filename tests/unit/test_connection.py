@@ -15,13 +15,6 @@ from kombu_green.transport.memory import Transport as MemoryTransport
 
 
 @pytest.fixture
-def conn(memory_url):
-    connection = Connection(memory_url)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def broker_names():
     """Names for extra memory brokers; all forgotten after the test."""
     made = []

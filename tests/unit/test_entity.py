@@ -5,15 +5,8 @@ import pickle
 
 import pytest
 
-from kombu_green import Connection, Exchange, Message, Producer, Queue, binding
+from kombu_green import Exchange, Message, Producer, Queue, binding
 from kombu_green.exceptions import NotBoundError, NotFound, PreconditionFailed
-
-
-@pytest.fixture
-def conn(memory_url):
-    connection = Connection(memory_url)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

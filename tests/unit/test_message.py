@@ -6,20 +6,13 @@ import zlib
 
 import pytest
 
-from kombu_green import Connection, Message, Producer, Queue
+from kombu_green import Message, Producer, Queue
 from kombu_green.exceptions import (
     ContentDisallowed,
     DecodeError,
     MessageStateError,
     PreconditionFailed,
 )
-
-
-@pytest.fixture
-def conn(memory_url):
-    connection = Connection(memory_url)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

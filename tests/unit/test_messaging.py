@@ -18,13 +18,6 @@ WAIT = 0.2
 
 
 @pytest.fixture
-def conn(memory_url):
-    connection = Connection(memory_url)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def exchange():
     return Exchange("media", "direct")
 
