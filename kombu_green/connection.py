@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Type, Union
 
 from . import green
-from .exceptions import InvalidURL
+from .exceptions import InvalidURL, UnknownTransport
 from .transport import resolve_transport
 from .transport.base import Channel, Transport
 from .url import CONNECTION_OPTIONS, as_url, parse_url
@@ -50,24 +50,17 @@ class Connection:
                  heartbeat: float = 0, failover_strategy: str = "round-robin",
                  alternates: Optional[Iterable[str]] = None, **kwargs: Any) -> None:
         #: Every URL to try, in order (failover); empty for a single broker.
-        self.alt: List[str] = []
-        if isinstance(hostname, (list, tuple)):
-            self.alt = [url.strip() for url in hostname if url.strip()]
-        elif hostname and ";" in hostname:
-            self.alt = [url.strip() for url in hostname.split(";") if url.strip()]
-        for url in alternates or ():
-            if url not in self.alt:
-                self.alt.append(url)
-        if self.alt and (not hostname or not isinstance(hostname, str) or ";" in hostname):
-            hostname = self.alt[0]
+        self.alt: List[str] = _alternates(hostname, alternates)
+        url: Optional[str] = self.alt[0] if self.alt and not _is_single(hostname) else \
+            (hostname if isinstance(hostname, str) else None)
         self.transport_options: Dict[str, Any] = dict(transport_options or {})
         params: Dict[str, Any] = dict(
-            hostname=hostname, userid=userid, password=password, virtual_host=virtual_host,
+            hostname=url, userid=userid, password=password, virtual_host=virtual_host,
             port=port, insist=insist, ssl=ssl, transport=transport,
             connect_timeout=connect_timeout, login_method=login_method, heartbeat=heartbeat,
             failover_strategy=failover_strategy)
-        if hostname and "://" in hostname:
-            params.update(self._params_from_url(hostname, uri_prefix))
+        if url and "://" in url:
+            params.update(self._params_from_url(url, uri_prefix))
         self._apply(params, kwargs)
         self.declared_entities: Set[Any] = set()
         self._transport: Optional[Transport] = None
@@ -107,7 +100,14 @@ class Connection:
         self.failover_strategy = params["failover_strategy"]
         self.extra_options = extra
         #: Resolved now so an unknown transport fails here, not at first use.
-        self.transport_class = resolve_transport(self.transport_cls)
+        try:
+            self.transport_class = resolve_transport(self.transport_cls)
+        except UnknownTransport as exc:
+            if params["transport"]:
+                raise
+            raise UnknownTransport(
+                f"{exc} No transport was given, so kombu's default {DEFAULT_TRANSPORT!r} was "
+                "used; pass a URL such as 'memory://' or transport='memory'.") from None
         where = f"{self.scheme}://{self.hostname or ''}"
         try:
             self._port = int(params["port"]) if params["port"] else None
@@ -259,6 +259,22 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection: {self.as_uri()} at {id(self):#x}>"
+
+
+def _is_single(hostname: Union[str, Sequence[str], None]) -> bool:
+    return isinstance(hostname, str) and ";" not in hostname
+
+
+def _alternates(hostname: Union[str, Sequence[str], None], extra: Optional[Iterable[str]]) -> List[str]:
+    """URLs given as a list or ";"-separated, then ``alternates`` (no repeats)."""
+    urls = hostname.split(";") if isinstance(hostname, str) and ";" in hostname else \
+        ([] if _is_single(hostname) or hostname is None else list(hostname))
+    found: List[str] = []
+    for candidate in [*urls, *(extra or ())]:
+        candidate = candidate.strip()
+        if candidate and candidate not in found:
+            found.append(candidate)
+    return found
 
 
 def _rebuild_connection(cls: Type[Connection], params: Dict[str, Any]) -> Connection:

@@ -9,24 +9,19 @@ channels at once.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
 
-from .exceptions import ContentDisallowed, NotBoundError
+from .abstract import MaybeChannelBound
+from .exceptions import ContentDisallowed
 
 if TYPE_CHECKING:  # pragma: no cover
     from .message import Message
 
-__all__ = ["Exchange", "Queue", "binding", "maybe_channel", "maybe_delivery_mode"]
+__all__ = ["Exchange", "Queue", "binding", "maybe_delivery_mode"]
 
 TRANSIENT_DELIVERY_MODE = 1
 PERSISTENT_DELIVERY_MODE = 2
 DELIVERY_MODES = {"transient": TRANSIENT_DELIVERY_MODE, "persistent": PERSISTENT_DELIVERY_MODE}
-
-
-def maybe_channel(channel: Any) -> Any:
-    """Accept a Connection where a channel is wanted: use its default channel."""
-    default = getattr(channel, "default_channel", None)
-    return default if default is not None else channel
 
 
 def maybe_delivery_mode(mode: Union[int, str, None],
@@ -42,74 +37,7 @@ def maybe_delivery_mode(mode: Union[int, str, None],
     return int(mode)
 
 
-class _Entity:
-    """Shared machinery: keyword attributes, binding, pickling, copying."""
-
-    #: Attributes a constructor accepts as keywords (subclasses extend).
-    attrs: Sequence[str] = ()
-    _channel: Any = None
-    _is_bound = False
-
-    def _set_attrs(self, kwargs: Dict[str, Any]) -> None:
-        unknown = set(kwargs) - set(self.attrs)
-        if unknown:
-            raise TypeError(f"{type(self).__name__}() got unexpected keyword(s): {', '.join(sorted(unknown))}")
-        for name, value in kwargs.items():
-            if value is not None:
-                setattr(self, name, value)
-
-    def __call__(self, channel: Any) -> Any:
-        """Return a copy bound to ``channel`` (a Channel or a Connection)."""
-        return self.bind(channel)
-
-    def bind(self, channel: Any) -> Any:
-        return copy.copy(self).maybe_bind(channel)
-
-    def maybe_bind(self, channel: Any) -> Any:
-        """Bind *this* object in place if it is not bound yet."""
-        if not self._is_bound and channel is not None:
-            self._channel = maybe_channel(channel)
-            self._is_bound = True
-            self.when_bound()
-        return self
-
-    def revive(self, channel: Any) -> None:
-        """Move a bound entity to a new channel (after a reconnect)."""
-        if self._is_bound:
-            self._channel = maybe_channel(channel)
-            self.when_bound()
-
-    def when_bound(self) -> None:
-        """Hook: called after binding (Queue binds its exchange here)."""
-
-    @property
-    def is_bound(self) -> bool:
-        return self._is_bound and self._channel is not None
-
-    @property
-    def channel(self) -> Any:
-        return self._require_channel("method")
-
-    def _require_channel(self, method: str, channel: Any = None) -> Any:
-        if channel is not None:
-            return maybe_channel(channel)
-        if self._channel is None:
-            raise NotBoundError(f"Can't call {method} on {type(self).__name__} not bound to a channel")
-        return self._channel
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_channel", None)
-        state.pop("_is_bound", None)
-        return state
-
-    def _bound_repr(self, text: str) -> str:
-        if self.is_bound:
-            return f"<{text} bound to chan:{getattr(self._channel, 'channel_id', '?')}>"
-        return f"<unbound {text}>"
-
-
-class Exchange(_Entity):
+class Exchange(MaybeChannelBound):
     """A named router with a type: direct, topic, fanout or headers.
 
     ``Exchange('')`` is the broker's default exchange, which routes by
@@ -243,7 +171,7 @@ class binding:
         return f"<binding: {self.exchange} rkey:{self.routing_key!r}>"
 
 
-class Queue(_Entity):
+class Queue(MaybeChannelBound):
     """A queue and how it is bound: ``Queue(name, exchange, routing_key)``.
 
     ``key=`` is accepted as an alias of ``routing_key`` (the spelling of

@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 from . import compression as compressors
 from . import green
-from .entity import Exchange, Queue, maybe_channel, maybe_delivery_mode, maybe_list
+from .abstract import maybe_channel
+from .entity import Exchange, Queue, maybe_delivery_mode, maybe_list
 from .exceptions import ContentDisallowed
 from .message import Message
 from .serialization import dumps, prepare_accept_content
