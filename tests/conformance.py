@@ -157,6 +157,22 @@ class TransportConformance:
                           [{"body": 7, "routing_key": "whatever", "expect": "xy"}])
         assert got == {"x": [7], "y": [7]}
 
+    def test_fanout_reaches_bound_queues_without_consumers(self, conn: Connection, name: str,
+                                                           url: str) -> None:
+        if not Connection(url).transport_class.capabilities.durable_fanout:
+            pytest.skip("transport's fanout reaches only subscribers present at publish time")
+        exchange = Exchange(name, "fanout")
+        queues = [self.queue(f"{name}-{n}", exchange=exchange)(conn.channel()) for n in range(2)]
+        for queue in queues:
+            queue.declare()
+        Producer(conn.channel(), exchange).publish("to all", routing_key="any")
+        for queue in queues:
+            message = None
+            with gevent.Timeout(WAIT):
+                while message is None:
+                    message = queue.get(no_ack=True) or gevent.sleep(0.01)
+            assert message.payload == "to all"
+
     def test_headers_exchange(self, conn: Connection, name: str) -> None:
         got = self._route(conn, Exchange(name, "headers"),
                           {"all": {"binding_arguments": {"x-match": "all", "a": "1", "b": "2"}},
