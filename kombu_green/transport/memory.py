@@ -20,7 +20,6 @@ Limits
 """
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
@@ -109,25 +108,29 @@ class MemoryBroker(Storage):
     def delete_queue(self, queue: str) -> None:
         self._queues.pop(queue, None)
         self._ring(queue)
+        self._bells.pop(queue, None)
 
     def get_any(self, queues: Sequence[str], timeout: Optional[float],
                 interrupt: Optional[green.Bell] = None) -> Tuple[str, Payload]:
-        """Take from the first non-empty queue, else sleep until a put rings."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        """Take from the first non-empty queue, else wait once for a put.
+
+        One wait only: on any ring (a put, or ``interrupt``) it looks again
+        and raises :class:`Empty` if nothing is there; the transport's loop
+        owns the deadline and re-plans which queues to wait on.
+        """
+        for attempt in range(2):
             for queue in queues:
                 stored = self._queues.get(queue)
                 if stored is not None and stored.size:
                     return queue, stored.pop()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise Empty()
+            if attempt or (timeout is not None and timeout <= 0):
+                break
             bells = [self._bells.setdefault(queue, green.Bell()) for queue in queues]
             if interrupt is not None:
                 bells.append(interrupt)
-            if not green.wait_any(bells, remaining) or (interrupt is not None and not any(
-                    self.size(queue) for queue in queues)):
-                raise Empty()
+            if not green.wait_any(bells, timeout):
+                break
+        raise Empty()
 
 
 #: Named brokers of this process: (hostname, virtual_host) -> broker.
