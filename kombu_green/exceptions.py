@@ -15,6 +15,11 @@ __all__ = [
     "ChannelError",
     "NotFound",
     "PreconditionFailed",
+    "AccessRefused",
+    "ResourceLocked",
+    "ConsumerCancelled",
+    "MessageNacked",
+    "PublishTimeout",
     "NotBoundError",
     "MessageStateError",
     "LimitExceeded",
@@ -58,6 +63,33 @@ class NotFound(ChannelError):
 
 class PreconditionFailed(ChannelError):
     """An entity was re-declared with different, incompatible settings."""
+
+
+class AccessRefused(ChannelError):
+    """The broker refused the credentials or the permission for an operation.
+
+    Not an :class:`OperationalError`: retrying with the same credentials
+    cannot succeed, so ``ensure`` does not retry it.
+    """
+
+
+class ResourceLocked(ChannelError):
+    """An exclusive queue (or consumer) belongs to another connection."""
+
+
+class ConsumerCancelled(ChannelError):
+    """The broker cancelled a consumer (usually: its queue was deleted)."""
+
+
+class MessageNacked(ChannelError):
+    """With publisher confirms, the broker refused to take the message."""
+
+
+class PublishTimeout(OperationalError):
+    """No publisher confirm arrived in time: the message may or may not be stored.
+
+    Retrying (as ``ensure`` does) can store it twice, never zero times.
+    """
 
 
 class NotBoundError(KombuError):

@@ -24,17 +24,24 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.monkey
-from gevent import Greenlet, Timeout
+import gevent.socket
+import gevent.ssl
+from gevent import Greenlet, GreenletExit, Timeout, getcurrent
 
 from .exceptions import NotCooperative
 
 __all__ = [
+    "AsyncResult",
     "Bell",
     "Event",
     "Greenlet",
+    "GreenletExit",
     "Lock",
     "Timeout",
     "cooperate",
+    "cooperative_socket",
+    "cooperative_ssl",
+    "getcurrent",
     "is_socket_patched",
     "require_cooperative_sockets",
     "sleep",
@@ -48,6 +55,12 @@ T = TypeVar("T")
 Event = gevent.event.Event
 #: A lock that blocks only the calling greenlet.
 Lock = gevent.lock.RLock
+#: A value (or an error) that one greenlet sets and others wait for.
+AsyncResult = gevent.event.AsyncResult
+#: gevent's socket and ssl modules: transports that build their own sockets
+#: use these, so they wait through the hub whether or not anything is patched.
+cooperative_socket = gevent.socket
+cooperative_ssl = gevent.ssl
 
 #: How long a greenlet may keep the CPU before :func:`cooperate` yields.
 #: Well under gevent's default ``max_blocking_time`` (0.1 s).

@@ -18,6 +18,10 @@ __all__ = ["TRANSPORTS", "known_transports", "register_transport", "resolve_tran
 #: scheme -> ("module:Class", the pip extra that installs its driver)
 TRANSPORTS: Dict[str, Tuple[str, Optional[str]]] = {
     "memory": ("kombu_green.transport.memory:Transport", None),
+    "amqp": ("kombu_green.transport.pyamqp:Transport", "amqp"),
+    "pyamqp": ("kombu_green.transport.pyamqp:Transport", "amqp"),
+    "amqps": ("kombu_green.transport.pyamqp:SSLTransport", "amqp"),
+    "pyamqps": ("kombu_green.transport.pyamqp:SSLTransport", "amqp"),
 }
 
 

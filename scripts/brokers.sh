@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# Install (when missing), start, check and stop the message brokers the
+# test-suite needs. Everything listens on 127.0.0.1 only, runs without
+# systemd, and keeps its state under <repo root>/.brokers/.
+#
+# Each broker is a start_<name> / stop_<name> / status_<name> trio; adding
+# one means writing the trio and listing its name in BROKERS.
+#
+# The trios are only called through "${cmd}_$name", which shellcheck cannot
+# follow: it would report them and every helper as unreachable.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=$ROOT/.brokers
+TLS_DIR=$STATE/tls
+BROKERS=(rabbitmq)
+READY_TIMEOUT=60   # seconds to wait for a broker to answer
+STOP_TIMEOUT=15    # seconds to wait after SIGTERM before SIGKILL
+
+say() { echo "brokers: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+usage() {
+    cat >&2 <<EOF
+usage: ${0##*/} start|stop|status [NAME ...]
+       ${0##*/} env [NAME ...]     (shell export lines for the tests)
+Brokers: ${BROKERS[*]} (default: all). State lives in $STATE.
+EOF
+    exit 2
+}
+
+# --- helpers --------------------------------------------------------------
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "need root (or sudo) to run: $*"
+    fi
+}
+
+apt_install() {
+    say "installing Debian packages: $*"
+    as_root apt-get update -q >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
+}
+
+# A dead daemon that nobody has reaped yet lingers as a zombie, and kill -0
+# still succeeds on a zombie: read the state field of /proc/PID/stat instead.
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }              # skip "pid (comm)": comm may hold spaces
+    case ${stat%% *} in Z|X) return 1 ;; esac
+}
+
+# Print the recorded pid of broker NAME if that process is alive and its
+# command line mentions PATTERN (default NAME): a stale pid file must not
+# adopt an unrelated process that reused the pid.
+running_pid() {   # NAME [PATTERN]
+    local pid cmdline
+    pid=$(cat "$STATE/$1/pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && alive "$pid" || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *"${2:-$1}"* ]] && echo "$pid"
+}
+
+wait_gone() {   # PID SECONDS
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        alive "$1" || return 0
+        sleep 0.1
+    done
+    ! alive "$1"
+}
+
+# True if something accepts connections on 127.0.0.1:PORT (listening there
+# or on the wildcard address). Spawns no process: polling with python3
+# alone would steal CPU from a booting broker.
+tcp_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# A leftover node still holding the ports would make a new node crash at
+# boot while our readiness probe happily talks to the old one: refuse.
+refuse_busy_ports() {
+    local port busy=0
+    for port in "$@"; do
+        if tcp_open "$port"; then
+            say "port 127.0.0.1:$port is already in use by a process this script did not start"
+            busy=1
+        fi
+    done
+    if [ "$busy" -ne 0 ]; then
+        if command -v ss >/dev/null; then
+            ss -ltnp | grep -E ":($(IFS='|'; echo "$*"))\b" >&2 || true
+        fi
+        die "stop that process (e.g. a system service) and try again"
+    fi
+}
+
+# True if an AMQP 0-9-1 server on 127.0.0.1:PORT answers the protocol
+# header with a method frame (Connection.Start, first byte 0x01). With a
+# CA file, talk TLS and verify the certificate for host "localhost".
+amqp_answers() {   # PORT [CAFILE]
+    python3 - "$@" <<'EOF' 2>/dev/null
+import socket, ssl, sys
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", port), timeout=2)
+if len(sys.argv) > 2:
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    s = ctx.wrap_socket(s, server_hostname="localhost")
+s.sendall(b"AMQP\x00\x00\x09\x01")
+sys.exit(0 if s.recv(1) == b"\x01" else 1)
+EOF
+}
+
+show_logs() {
+    local f
+    for f in "$@"; do
+        [ -s "$f" ] || continue
+        say "last 40 lines of $f:"
+        tail -n 40 "$f" >&2
+    done
+}
+
+ensure_tls_cert() {
+    [ -s "$TLS_DIR/cert.pem" ] && [ -s "$TLS_DIR/key.pem" ] && return
+    command -v openssl >/dev/null || apt_install openssl
+    mkdir -p "$TLS_DIR"
+    say "generating a self-signed certificate in $TLS_DIR"
+    local out
+    out=$(openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>&1) ||
+        { echo "$out" >&2; rm -f "$TLS_DIR"/*.pem; die "openssl failed"; }
+    chmod 644 "$TLS_DIR/key.pem" "$TLS_DIR/cert.pem"   # any broker user may read it
+}
+
+# --- RabbitMQ -------------------------------------------------------------
+
+RABBIT_DIR=$STATE/rabbitmq
+# The /usr/sbin wrappers switch to the rabbitmq user and its cookie; run
+# the real script so the node uses our HOME (and cookie) instead.
+RABBIT_BIN=/usr/lib/rabbitmq/bin/rabbitmq-server
+RABBIT_PORTS=(5672 5671 25672)   # AMQP, AMQPS, Erlang distribution
+
+rabbitmq_ready() {
+    tcp_open 5672 && tcp_open 5671 &&
+        amqp_answers 5672 && amqp_answers 5671 "$TLS_DIR/cert.pem"
+}
+
+start_rabbitmq() {
+    local pid i d=$RABBIT_DIR
+    if pid=$(running_pid rabbitmq); then
+        if rabbitmq_ready; then
+            say "rabbitmq already running (pid $pid)"
+            return
+        fi
+        say "rabbitmq (pid $pid) is running but not answering yet"
+    else
+        [ -x "$RABBIT_BIN" ] || apt_install rabbitmq-server
+        ensure_tls_cert
+        refuse_busy_ports "${RABBIT_PORTS[@]}"
+
+        rm -rf "$d/mnesia" "$d/log"   # every start begins from an empty broker
+        mkdir -p "$d/mnesia" "$d/log" "$d/home"
+        echo '[].' >"$d/enabled_plugins"
+        : >"$d/rabbitmq-env.conf"   # keeps /etc/rabbitmq/rabbitmq-env.conf out
+        cat >"$d/rabbitmq.conf" <<EOF
+listeners.tcp.local = 127.0.0.1:5672
+listeners.ssl.local = 127.0.0.1:5671
+ssl_options.cacertfile = $TLS_DIR/cert.pem
+ssl_options.certfile = $TLS_DIR/cert.pem
+ssl_options.keyfile = $TLS_DIR/key.pem
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+        say "starting rabbitmq"
+        (
+            export HOME=$d/home   # the Erlang cookie lives here
+            export RABBITMQ_NODENAME=rabbit@localhost   # no need for the hostname to resolve
+            export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5672
+            export RABBITMQ_DIST_PORT=25672 ERL_EPMD_ADDRESS=127.0.0.1
+            export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
+            export RABBITMQ_CONF_ENV_FILE=$d/rabbitmq-env.conf
+            export RABBITMQ_CONFIG_FILE=$d/rabbitmq.conf
+            export RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config
+            export RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins
+            export RABBITMQ_MNESIA_BASE=$d/mnesia RABBITMQ_LOG_BASE=$d/log
+            export ERL_CRASH_DUMP=$d/log/erl_crash.dump
+            cd "$d"
+            # Background jobs of a script do not lead a process group, so
+            # setsid runs in place: $! is the node's pid and the leader of
+            # a new session and process group, detached from any terminal.
+            exec setsid "$RABBIT_BIN" </dev/null >"$d/server.log" 2>&1
+        ) &
+        pid=$!
+        echo "$pid" >"$d/pid"
+    fi
+
+    # Poll the AMQP handshake rather than `rabbitmqctl await_startup`, which
+    # exits 69 at once when called before the node has registered.
+    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
+        if ! alive "$pid"; then
+            show_logs "$d/server.log" "$d/log/rabbit@localhost.log"
+            die "rabbitmq exited during startup"
+        fi
+        if rabbitmq_ready; then
+            say "rabbitmq ready (pid $pid) on 127.0.0.1:5672 (amqp), :5671 (amqps)"
+            return
+        fi
+        sleep 0.2
+    done
+    show_logs "$d/server.log" "$d/log/rabbit@localhost.log"
+    die "rabbitmq not ready after ${READY_TIMEOUT}s (pid $pid still running; see $d)"
+}
+
+stop_rabbitmq() {
+    local pid
+    if pid=$(running_pid rabbitmq); then
+        say "stopping rabbitmq (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true   # the node shuts down cleanly
+        if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
+            say "rabbitmq still alive after ${STOP_TIMEOUT}s: killing its process group"
+            kill -KILL -- "-$pid" 2>/dev/null || true
+            wait_gone "$pid" 5 || die "could not kill rabbitmq (pid $pid)"
+        fi
+        say "rabbitmq stopped"
+    else
+        say "rabbitmq not running"
+    fi
+    rm -f "$RABBIT_DIR/pid"
+    stop_epmd
+}
+
+# epmd (the Erlang port mapper, port 4369) outlives the node. `epmd -kill`
+# is refused while any node is still registered, so other Erlang nodes on
+# this machine are left alone. Wait for it to exit, or the next start
+# could register with the dying one.
+stop_epmd() {
+    local f pid pids=()
+    command -v epmd >/dev/null || return 0
+    for f in /proc/[0-9]*/comm; do
+        if [ "$(cat "$f" 2>/dev/null)" = epmd ]; then
+            pid=${f#/proc/}
+            pids+=("${pid%/comm}")
+        fi
+    done
+    epmd -kill >/dev/null 2>&1 || return 0
+    for pid in "${pids[@]}"; do
+        wait_gone "$pid" 5 || say "epmd (pid $pid) still running"
+    done
+}
+
+status_rabbitmq() {
+    local pid
+    if ! pid=$(running_pid rabbitmq); then
+        echo "rabbitmq: stopped"
+        return 1
+    fi
+    if rabbitmq_ready; then
+        echo "rabbitmq: running (pid $pid, ports ${RABBIT_PORTS[*]})"
+    else
+        echo "rabbitmq: not answering (pid $pid)"
+        return 1
+    fi
+}
+
+env_rabbitmq() {
+    echo "export KOMBU_GREEN_AMQP_URL=amqp://guest:guest@127.0.0.1:5672//"
+    echo "export KOMBU_GREEN_AMQPS_URL=amqps://guest:guest@127.0.0.1:5671//"
+    printf 'export KOMBU_GREEN_TLS_CA=%q\n' "$TLS_DIR/cert.pem"
+}
+
+# --- dispatch -------------------------------------------------------------
+
+[ $# -ge 1 ] || usage
+cmd=$1
+shift
+case $cmd in
+    start | stop | status | env) ;;
+    -h | --help | help) usage ;;
+    *) say "unknown command: $cmd"; usage ;;
+esac
+[ $# -ge 1 ] || set -- "${BROKERS[@]}"
+for name in "$@"; do
+    [[ " ${BROKERS[*]} " == *" $name "* ]] || die "unknown broker: $name (known: ${BROKERS[*]})"
+done
+
+# Only status collects failures: start and stop must keep `set -e` active
+# inside the broker functions, which a `|| ...` around the call would turn off.
+rc=0
+for name in "$@"; do
+    if [ "$cmd" = status ]; then
+        "status_$name" || rc=1
+    else
+        "${cmd}_$name"
+    fi
+done
+exit "$rc"
