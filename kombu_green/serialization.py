@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Collection, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Callable, NamedTuple
 
 from .exceptions import (
@@ -60,6 +60,7 @@ class _Codec(NamedTuple):
     decoder: Decoder
 
 
+@lru_cache(maxsize=512)
 def _normalize_type(content_type: str | None) -> str:
     """Compare content types case-insensitively and without parameters."""
     if not content_type:
@@ -356,7 +357,7 @@ def _lazy(module: str, package: str, func: str, **kwargs: Any) -> Callable:
 registry = SerializerRegistry()
 registry.register(
     "json", partial(json.dumps, default=_json_default),
-    partial(json.loads, object_hook=_json_object_hook), "application/json", "utf-8",
+    json.JSONDecoder(object_hook=_json_object_hook).decode, "application/json", "utf-8",
 )
 registry.register(
     "pickle", partial(pickle.dumps, protocol=PICKLE_PROTOCOL), pickle.loads,

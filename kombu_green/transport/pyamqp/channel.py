@@ -19,6 +19,7 @@ What changes from py-amqp, and why:
 from __future__ import annotations
 
 import itertools
+import struct
 import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
@@ -42,6 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Channel"]
 
 _tags = itertools.count(1)
+#: Basic.Ack / Basic.Reject method frames: (type 1, channel, size 13, class 60, method, tag, bit).
+_SETTLE_FRAME = struct.Struct(">BHIHHQBB")
+_ACK, _REJECT = 80, 90
+
+
+def _settle_frame(channel_id: int, method: int, delivery_tag: int, flag: bool) -> bytes:
+    return _SETTLE_FRAME.pack(1, channel_id, 13, 60, method, delivery_tag, 1 if flag else 0, 0xCE)
+
 _TAG_PREFIX = f"kombu_green.{uuid.uuid4().hex[:8]}."
 
 
@@ -312,14 +321,15 @@ class Channel(amqp.Channel, base.Channel):
                 "so the broker will deliver it again. Do not settle it twice.")
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False, argsig: str = "Lb") -> None:
+        """Settle; the frame is written with the others of this batch (see send_soon)."""
         self.raise_pending()
         self._settle(delivery_tag, multiple)
-        super().basic_ack(delivery_tag, multiple)
+        self.green_connection.send_soon(_settle_frame(self.channel_id, _ACK, delivery_tag, multiple))
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True, argsig: str = "Lb") -> None:
         self.raise_pending()
         self._settle(delivery_tag, False)
-        super().basic_reject(delivery_tag, requeue)
+        self.green_connection.send_soon(_settle_frame(self.channel_id, _REJECT, delivery_tag, requeue))
 
     def basic_recover(self, requeue: bool = False) -> None:
         self.raise_pending()

@@ -73,6 +73,9 @@ class GreenConnection(amqp.Connection):
         self.green_channels: "weakref.WeakSet[Channel]" = weakref.WeakSet()
         #: Why the connection died (the first error), or None while alive.
         self.failure: Optional[BaseException] = None
+        #: Frames that need no reply (acks), written together; see send_soon().
+        self._outbox = bytearray()
+        self._flush_pending = False
         self._reader: Optional[green.Greenlet] = None
         self._beater: Optional[green.Greenlet] = None
         self._shutting_down = False
@@ -88,10 +91,12 @@ class GreenConnection(amqp.Connection):
     def connect(self, callback: Any = None) -> Any:
         """Handshake in the calling greenlet, then hand the socket to the reader."""
         result = super().connect(callback)
-        writer, lock = self.frame_writer, self.write_lock
+        writer, lock, outbox = self.frame_writer, self.write_lock, self._outbox
 
         def write_frame(*args: Any) -> Any:
             with lock:
+                if outbox:
+                    self._write_outbox()
                 return writer(*args)
 
         self.frame_writer = write_frame
@@ -118,6 +123,34 @@ class GreenConnection(amqp.Connection):
             self._fail(ConnectionClosed(f"Connection to {self.where} was closed"))
             if self._reader is not None and self._reader is not green.getcurrent():
                 self._reader.kill(block=False)
+
+    def send_soon(self, frame: bytes) -> None:
+        """Queue a frame that needs no reply; it goes out at the next yield to the hub.
+
+        Acks of a batch of deliveries then leave in one write instead of one
+        each. Order is kept: any other frame flushes the queue first. Acks
+        lost with a dying process only mean redelivery, never loss.
+        """
+        self._outbox += frame
+        if not self._flush_pending:
+            self._flush_pending = True
+            green.spawn(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_pending = False
+        if not self._outbox or self.failure is not None or self._transport is None:
+            return
+        try:
+            with self.write_lock:
+                self._write_outbox()
+        except OSError as exc:
+            self.abort(exc)
+
+    def _write_outbox(self) -> None:
+        data = bytes(self._outbox)
+        self._outbox.clear()
+        self._transport.write(data)
+        self.bytes_sent += 1
 
     def abort(self, exc: BaseException) -> None:
         """Drop the socket at once (e.g. heartbeats missed); waiters get ``exc``."""
@@ -170,6 +203,11 @@ class GreenConnection(amqp.Connection):
             if self._shutting_down and not isinstance(self.failure, ConnectionClosed):
                 raise ConnectionClosed(f"Connection to {self.where} was closed")
             raise translate(self.failure, self.where) from self.failure
+
+    def blocking_read(self, timeout: Optional[float] = None) -> Any:
+        if timeout is None:  # the reader's case: skip py-amqp's timeout juggling
+            return self.on_inbound_frame(self._transport.read_frame())
+        return super().blocking_read(timeout)
 
     def wait_for(self, bell: green.Bell, timeout: Optional[float] = None) -> None:
         """Wait for ``bell`` (the reader reads meanwhile); the reader itself reads inline."""

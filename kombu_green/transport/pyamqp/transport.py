@@ -67,7 +67,7 @@ class Transport(base.Transport):
         return self.client.ssl
 
     def _address(self) -> str:
-        port = self.client.port or (self.default_ssl_port if self._use_ssl() else self.default_port)
+        port = self.client._port or (self.default_ssl_port if self._use_ssl() else self.default_port)
         host = self.client.hostname or "localhost"
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -178,6 +178,8 @@ class Transport(base.Transport):
 
 class SSLTransport(Transport):
     """``amqps://``: AMQP over TLS (port 5671 unless the URL says otherwise)."""
+
+    default_port = 5671
 
     def _use_ssl(self) -> Any:
         return self.client.ssl or True
