@@ -28,7 +28,6 @@ import amqp
 from amqp import spec
 from amqp.exceptions import ChannelError as AMQPChannelError
 from amqp.exceptions import error_for_code
-from amqp.protocol import queue_declare_ok_t
 from vine import promise
 
 from ... import green
@@ -214,11 +213,13 @@ class Channel(amqp.Channel, base.Channel):
         return amqp.Message(body, content_type=content_type, content_encoding=content_encoding,
                             application_headers=headers, **properties)
 
-    def basic_publish(self, msg: Any, exchange: str = "", routing_key: str = "",
-                      mandatory: bool = False, immediate: bool = False,
-                      timeout: Optional[float] = None, confirm_timeout: Optional[float] = None,
-                      **kwargs: Any) -> None:
-        """Publish; with confirms on, return once the broker has taken the message."""
+    def basic_publish(self, message: Any, exchange: str = "", routing_key: str = "",
+                      mandatory: bool = False, immediate: bool = False, **kwargs: Any) -> None:
+        """Publish; with confirms on, return once the broker has taken the message.
+
+        ``timeout`` or ``confirm_timeout`` (seconds) bound the wait for the confirm.
+        """
+        msg = message
         self.raise_pending()
         args = (0, exchange, routing_key, mandatory, immediate)
         conn = self.green_connection
@@ -236,7 +237,7 @@ class Channel(amqp.Channel, base.Channel):
             seq = self._publish_seq
             self._unconfirmed[seq] = confirmed
             super(amqp.Channel, self).send_method(spec.Basic.Publish, "Bssbb", args, msg)
-        limit = confirm_timeout or timeout or conn.confirm_timeout
+        limit = kwargs.get("confirm_timeout") or kwargs.get("timeout") or conn.confirm_timeout
         try:
             confirmed.get(timeout=limit)
         except green.Timeout:
@@ -273,12 +274,16 @@ class Channel(amqp.Channel, base.Channel):
         for result in unconfirmed.values():
             result.set_exception(error)
 
-    def basic_consume(self, queue: str = "", consumer_tag: Optional[str] = "",
-                      no_local: bool = False, no_ack: bool = False, exclusive: bool = False,
-                      nowait: bool = False, callback: Optional[Callable[[Message], Any]] = None,
-                      arguments: Optional[dict] = None, on_cancel: Optional[Callable[[str], Any]] = None,
-                      **kwargs: Any) -> str:
-        """Start a consumer; the callback is registered before the broker can deliver."""
+    def basic_consume(self, queue: str, no_ack: bool = False,
+                      callback: Optional[Callable[[Message], Any]] = None,
+                      consumer_tag: Optional[str] = None, nowait: bool = False,
+                      arguments: Optional[dict] = None,
+                      on_cancel: Optional[Callable[[str], Any]] = None, **kwargs: Any) -> str:
+        """Start a consumer; the callback is registered before the broker can deliver.
+
+        ``no_local`` and ``exclusive`` may be given as keywords.
+        """
+        no_local, exclusive = bool(kwargs.get("no_local")), bool(kwargs.get("exclusive"))
         tag = consumer_tag or f"{_TAG_PREFIX}{next(_tags)}"
         user_callback = callback
 
@@ -341,21 +346,22 @@ class Channel(amqp.Channel, base.Channel):
         super().basic_qos(prefetch_size, prefetch_count, a_global)
 
     def exchange_declare(self, exchange: str = "", type: str = "direct", passive: bool = False,
-                         durable: bool = False, auto_delete: bool = True, nowait: bool = False,
-                         arguments: Optional[dict] = None, argsig: str = "BssbbbbbF") -> None:
+                         durable: bool = False, auto_delete: bool = True,
+                         arguments: Optional[dict] = None, nowait: bool = False) -> None:
         if not exchange:
             return  # the default exchange always exists and cannot be declared
-        super().exchange_declare(exchange, type, passive, durable, auto_delete, nowait, arguments)
+        amqp.Channel.exchange_declare(self, exchange, type, passive=passive, durable=durable,
+                                      auto_delete=auto_delete, nowait=nowait, arguments=arguments)
 
     def queue_declare(self, queue: str = "", passive: bool = False, durable: bool = False,
-                      exclusive: bool = False, auto_delete: bool = True, nowait: bool = False,
-                      arguments: Optional[dict] = None, argsig: str = "BsbbbbbF") -> Any:
+                      exclusive: bool = False, auto_delete: bool = True,
+                      arguments: Optional[dict] = None, nowait: bool = False) -> Any:
         """py-amqp sends, then waits in a second step; here it is one locked call."""
         reply = self.send_method(
-            spec.Queue.Declare, argsig,
+            spec.Queue.Declare, "BsbbbbbF",
             (0, queue, passive, durable, exclusive, auto_delete, nowait, arguments),
             wait=None if nowait else spec.Queue.DeclareOk, returns_tuple=True)
-        return None if nowait else queue_declare_ok_t(*reply)
+        return None if nowait else base.QueueDeclareOk(*reply)
 
     def queue_delete(self, queue: str = "", if_unused: bool = False, if_empty: bool = False,
                      nowait: bool = False, argsig: str = "Bsbbb") -> int:
@@ -373,7 +379,7 @@ class Channel(amqp.Channel, base.Channel):
             self.collect()
             return
         self._unacked.clear()
-        super().close(reply_code, reply_text, method_sig, argsig)
+        amqp.Channel.close(self, reply_code, reply_text, method_sig, argsig)
 
     def collect(self) -> None:
         self._fail_confirms(ConnectionClosed(f"Channel to {self.where} was closed"))

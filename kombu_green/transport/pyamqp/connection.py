@@ -91,7 +91,8 @@ class GreenConnection(amqp.Connection):
     def connect(self, callback: Any = None) -> Any:
         """Handshake in the calling greenlet, then hand the socket to the reader."""
         result = super().connect(callback)
-        writer, lock, outbox = self.frame_writer, self.write_lock, self._outbox
+        writer: Any = self._frame_writer
+        lock, outbox = self.write_lock, self._outbox
 
         def write_frame(*args: Any) -> Any:
             with lock:
