@@ -66,6 +66,7 @@ class Connection:
         self._transport: Optional[Transport] = None
         self._connection: Any = None
         self._default_channel: Optional[Channel] = None
+        self._opening = green.Lock()
         self._closed = False
 
     # -- parameters --------------------------------------------------------
@@ -143,10 +144,14 @@ class Connection:
     @property
     def connection(self) -> Any:
         """The driver-level connection, established on first access."""
-        if self._connection is None or not self.transport.verify_connection(self._connection):
-            self._connection = self.transport.establish_connection()
-            self._closed = False
-        return self._connection
+        connection = self._connection
+        if connection is not None and self.transport.verify_connection(connection):
+            return connection
+        with self._opening:  # greenlets arriving together share one connection
+            if self._connection is None or not self.transport.verify_connection(self._connection):
+                self._connection = self.transport.establish_connection()
+                self._closed = False
+            return self._connection
 
     def connect(self) -> "Connection":
         """Connect now (instead of lazily); returns self."""
@@ -165,9 +170,13 @@ class Connection:
     def default_channel(self) -> Channel:
         """A channel owned by the connection, reused by Producers/Consumers given it."""
         channel = self._default_channel
-        if channel is None or not channel.is_open:
-            channel = self._default_channel = self.channel()
-        return channel
+        if channel is not None and channel.is_open:
+            return channel
+        with self._opening:  # greenlets arriving together share one channel
+            channel = self._default_channel
+            if channel is None or not channel.is_open:
+                channel = self._default_channel = self.channel()
+            return channel
 
     def drain_events(self, timeout: Optional[float] = None, **kwargs: Any) -> Any:
         """Wait for one event on any channel of this connection and dispatch it.

@@ -67,6 +67,8 @@ cooperative_ssl = gevent.ssl
 TIME_SLICE = 0.005
 
 _last_yield = time.monotonic()
+#: The shortest timer: waiting on it makes the hub poll I/O and timers once.
+_FULL_TURN = 1e-6
 
 
 def spawn(function: Callable[..., T], *args: Any, **kwargs: Any) -> Greenlet:
@@ -88,7 +90,10 @@ def cooperate() -> None:
     reach a real wait). Cheap when there is nothing to do: one clock read.
     """
     if time.monotonic() - _last_yield >= TIME_SLICE:
-        sleep(0)
+        # Not sleep(0): that only runs greenlets already scheduled, and the
+        # hub may go on running callbacks without polling sockets or timers.
+        # A timer, however short, makes the hub complete a full loop turn.
+        sleep(_FULL_TURN)
 
 
 class Bell:

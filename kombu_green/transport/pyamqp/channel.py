@@ -113,10 +113,16 @@ class Channel(amqp.Channel, base.Channel):
         raise NotImplementedError("kombu_green channels wait through send_method only")
 
     def fail(self, exc: BaseException) -> None:
-        """An error for this channel: to the call waiting, else kept for the next one."""
-        self._fail_confirms(exc)
+        """An error for this channel: to the call waiting, else kept for the next one.
+
+        Publishers waiting for confirms get it too; if they were the only
+        ones to care (no call waiting, no consumers), it is not kept again.
+        """
+        told_publishers = self._fail_confirms(exc)
         if self._rpc_waiting:
             self._rpc_error = exc
+        elif told_publishers and not self.callbacks:
+            pass
         else:
             self.pending_error = exc
             self.green_connection.errored_channels.append(self)
@@ -268,11 +274,12 @@ class Channel(amqp.Channel, base.Channel):
         self._settle_confirms(delivery_tag, multiple, MessageNacked(
             f"The broker at {self.where} refused a published message (nack); it was not stored"))
 
-    def _fail_confirms(self, exc: BaseException) -> None:
+    def _fail_confirms(self, exc: BaseException) -> int:
         unconfirmed, self._unconfirmed = self._unconfirmed, OrderedDict()
         error = translate(exc, self.where)
         for result in unconfirmed.values():
             result.set_exception(error)
+        return len(unconfirmed)
 
     def basic_consume(self, queue: str, no_ack: bool = False,
                       callback: Optional[Callable[[Message], Any]] = None,
@@ -369,6 +376,16 @@ class Channel(amqp.Channel, base.Channel):
 
     def queue_purge(self, queue: str = "", nowait: bool = False, argsig: str = "Bsb") -> int:
         return super().queue_purge(queue, nowait) or 0
+
+    def flow(self, active: bool) -> None:
+        """Pause or resume deliveries (not on RabbitMQ: see below)."""
+        product = (self.green_connection.server_properties or {}).get("product", "")
+        if not active and "rabbitmq" in str(product).lower():
+            raise ChannelError(
+                "RabbitMQ does not implement channel.flow(active=False) and would close the "
+                "whole connection; stop deliveries with consumer.cancel() or bound them with "
+                "consumer.qos(prefetch_count=...)")
+        amqp.Channel.flow(self, active)
 
     def close(self, reply_code: int = 0, reply_text: str = "", method_sig: Any = (0, 0),
               argsig: str = "BsBB") -> None:

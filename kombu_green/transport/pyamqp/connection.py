@@ -83,7 +83,8 @@ class GreenConnection(amqp.Connection):
     def Transport(self, host: str, connect_timeout: Optional[float], ssl: Any = False,
                   read_timeout: Optional[float] = None, write_timeout: Optional[float] = None,
                   socket_settings: Optional[dict] = None, **kwargs: Any) -> Any:
-        cls = GreenSSLTransport if ssl else GreenTCPTransport
+        # ``{}`` (TLS with default options) is falsy: test for "no TLS" explicitly.
+        cls = GreenTCPTransport if ssl is None or ssl is False else GreenSSLTransport
         return cls(host, connect_timeout=connect_timeout, ssl=ssl, socket_settings=socket_settings)
 
     # -- lifecycle ---------------------------------------------------------
