@@ -36,6 +36,7 @@ from kombu_green.exceptions import (
     MessageNacked,
     NotFound,
     OperationalError,
+    PublishTimeout,
 )
 
 from ..conformance import WAIT, drain_until, get_soon
@@ -172,6 +173,20 @@ def test_a_nacked_publish_raises_and_the_channel_carries_on(names: Names) -> Non
         producer.publish("room", routing_key=roomy.name)  # a nack concerns one message only
         assert _count(roomy, conn) == 1
         assert _count(full, conn) == 0
+
+
+def test_a_confirm_that_does_not_come_in_time_raises_publish_timeout(names: Names) -> None:
+    """No confirm within the limit: PublishTimeout, a retryable error; later confirms are ignored."""
+    queue = names.queue()
+    with Connection(AMQP_URL, transport_options=CONFIRMS) as conn:
+        channel = conn.channel()
+        queue(channel).declare()
+        producer = Producer(channel)
+        with pytest.raises(PublishTimeout, match="may or may not be stored") as info:
+            producer.publish("late", routing_key=queue.name, timeout=1e-9)  # no broker is that fast
+        assert isinstance(info.value, conn.connection_errors)
+        producer.publish("next", routing_key=queue.name)  # the late confirm does not confuse this one
+        assert _drain_bodies(queue(channel)) == ["late", "next"]
 
 
 # -- routing --------------------------------------------------------------------------

@@ -136,3 +136,31 @@ def test_scheme_picks_the_transport_and_port() -> None:
 def test_bad_ssl_option_type_is_a_configuration_error() -> None:
     with pytest.raises(exceptions.ConfigurationError, match="ssl must be"):
         Connection("amqp://h//", ssl=42).transport._ssl_options()
+
+
+def test_confirms_settle_one_or_up_to_a_tag() -> None:
+    from kombu_green.transport.pyamqp.confirms import Confirms
+
+    confirms = Confirms()
+    results = [confirms.track()[1] for _ in range(5)]
+    confirms.settle(2, multiple=False)
+    assert [r.ready() for r in results] == [False, True, False, False, False]
+    confirms.settle(4, multiple=True)
+    assert [r.ready() for r in results] == [True, True, True, True, False]
+    confirms.settle(5, multiple=False, error=exceptions.MessageNacked("no"))
+    with pytest.raises(exceptions.MessageNacked):
+        results[4].get()
+    assert all(r.successful() for r in results[:4])
+
+
+def test_confirms_fail_all_and_restart_numbering() -> None:
+    from kombu_green.transport.pyamqp.confirms import Confirms
+
+    confirms = Confirms()
+    first = [confirms.track() for _ in range(3)]
+    assert confirms.fail_all(exceptions.ConnectionClosed("gone")) == 3
+    assert all(isinstance(r.exception, exceptions.ConnectionClosed) for _, r in first)
+    confirms.restart()
+    assert confirms.track()[0] == 1
+    confirms.forget(1)
+    assert confirms.fail_all(exceptions.ConnectionClosed("gone")) == 0

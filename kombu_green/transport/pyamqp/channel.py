@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import struct
 import uuid
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
 import amqp
@@ -34,6 +33,7 @@ from ... import green
 from ...exceptions import ChannelError, ConnectionClosed, MessageNacked, PublishTimeout
 from ...message import Message
 from .. import base
+from .confirms import Confirms
 from .errors import translate, translated
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,8 +72,7 @@ class Channel(amqp.Channel, base.Channel):
         self._rpc_error: Optional[BaseException] = None
         self._rpc_waiting = False
         self._unacked: Set[int] = set()
-        self._unconfirmed: "OrderedDict[int, Any]" = OrderedDict()
-        self._publish_seq = 0
+        self.confirms = Confirms()
         super().__init__(connection, channel_id, auto_decode=False, on_open=on_open)
         connection.green_channels.add(self)
 
@@ -154,7 +153,7 @@ class Channel(amqp.Channel, base.Channel):
                 super(amqp.Channel, self).send_method(spec.Channel.Open, "s", ("",))
         self._unacked.clear()
         self._confirm_selected = False
-        self._publish_seq = 0
+        self.confirms.restart()
         self.generation += 1  # void what arrived before; Open-Ok bumps it again
         if not reopen:
             self.is_open = False
@@ -225,61 +224,39 @@ class Channel(amqp.Channel, base.Channel):
 
         ``timeout`` or ``confirm_timeout`` (seconds) bound the wait for the confirm.
         """
-        msg = message
         self.raise_pending()
         args = (0, exchange, routing_key, mandatory, immediate)
         conn = self.green_connection
         if not conn.publisher_confirms:
-            super(amqp.Channel, self).send_method(spec.Basic.Publish, "Bssbb", args, msg)
+            super(amqp.Channel, self).send_method(spec.Basic.Publish, "Bssbb", args, message)
             return
         if not self._confirm_selected:
             with self.rpc_lock:
                 if not self._confirm_selected:
                     self.confirm_select()
                     self._confirm_selected = True
-        confirmed = green.AsyncResult()
         with conn.write_lock:  # sequence numbers follow the order on the wire
-            self._publish_seq += 1
-            seq = self._publish_seq
-            self._unconfirmed[seq] = confirmed
-            super(amqp.Channel, self).send_method(spec.Basic.Publish, "Bssbb", args, msg)
+            seq, confirmed = self.confirms.track()
+            super(amqp.Channel, self).send_method(spec.Basic.Publish, "Bssbb", args, message)
         limit = kwargs.get("confirm_timeout") or kwargs.get("timeout") or conn.confirm_timeout
         try:
             confirmed.get(timeout=limit)
         except green.Timeout:
-            self._unconfirmed.pop(seq, None)
+            self.confirms.forget(seq)
             raise PublishTimeout(
                 f"No publisher confirm from {self.where} within {limit:g} s for a message to "
                 f"exchange {exchange!r} with routing key {routing_key!r}; it may or may not "
                 "be stored") from None
 
-    def _settle_confirms(self, tag: int, multiple: bool, error: Optional[BaseException]) -> None:
-        unconfirmed = self._unconfirmed
-        if multiple:
-            settled = []
-            while unconfirmed and next(iter(unconfirmed)) <= tag:
-                settled.append(unconfirmed.popitem(last=False)[1])
-        else:
-            settled = [unconfirmed.pop(tag)] if tag in unconfirmed else []
-        for result in settled:
-            if error is None:
-                result.set(True)
-            else:
-                result.set_exception(error)
-
     def _on_basic_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle_confirms(delivery_tag, multiple, None)
+        self.confirms.settle(delivery_tag, multiple)
 
     def _on_basic_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle_confirms(delivery_tag, multiple, MessageNacked(
+        self.confirms.settle(delivery_tag, multiple, MessageNacked(
             f"The broker at {self.where} refused a published message (nack); it was not stored"))
 
     def _fail_confirms(self, exc: BaseException) -> int:
-        unconfirmed, self._unconfirmed = self._unconfirmed, OrderedDict()
-        error = translate(exc, self.where)
-        for result in unconfirmed.values():
-            result.set_exception(error)
-        return len(unconfirmed)
+        return self.confirms.fail_all(translate(exc, self.where))
 
     def basic_consume(self, queue: str, no_ack: bool = False,
                       callback: Optional[Callable[[Message], Any]] = None,
