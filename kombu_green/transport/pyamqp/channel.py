@@ -66,7 +66,7 @@ class Channel(amqp.Channel, base.Channel):
         self.where = connection.where
         self.replied = green.Bell()
         self.rpc_lock = green.Lock()
-        #: Incremented on every (re)open: deliveries from before a reopen are void.
+        #: Incremented when the broker closes the channel: older deliveries are void.
         self.generation = 0
         self.pending_error: Optional[BaseException] = None
         self._rpc_error: Optional[BaseException] = None
@@ -120,9 +120,7 @@ class Channel(amqp.Channel, base.Channel):
         told_publishers = self._fail_confirms(exc)
         if self._rpc_waiting:
             self._rpc_error = exc
-        elif told_publishers and not self.callbacks:
-            pass
-        else:
+        elif self.callbacks or not told_publishers:
             self.pending_error = exc
             self.green_connection.errored_channels.append(self)
             self.green_connection.delivered.ring()
@@ -139,10 +137,6 @@ class Channel(amqp.Channel, base.Channel):
         if error is not None:
             raise translate(error, self.where) from error
 
-    def _on_open_ok(self) -> None:
-        self.generation += 1
-        super()._on_open_ok()
-
     def _on_close(self, reply_code: int, reply_text: str, class_id: int, method_id: int) -> None:
         """The broker closed the channel: confirm, reopen at once, report the error."""
         exc = error_for_code(reply_code, reply_text, (class_id, method_id), AMQPChannelError)
@@ -154,7 +148,7 @@ class Channel(amqp.Channel, base.Channel):
         self._unacked.clear()
         self._confirm_selected = False
         self.confirms.restart()
-        self.generation += 1  # void what arrived before; Open-Ok bumps it again
+        self.generation += 1  # void the deliveries that arrived before
         if not reopen:
             self.is_open = False
         self.fail(exc)

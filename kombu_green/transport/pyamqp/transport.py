@@ -36,12 +36,6 @@ __all__ = ["SSLTransport", "Transport"]
 DEFAULT_CONFIRM_TIMEOUT = 30.0
 
 
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
-
-
 class Transport(base.Transport):
     """Native AMQP 0-9-1 over py-amqp, cooperative through gevent sockets."""
 
@@ -98,7 +92,7 @@ class Transport(base.Transport):
             frame_max=options.get("frame_max"), channel_max=options.get("channel_max"),
             socket_settings=options.get("socket_settings"),
             client=client, where=where,
-            publisher_confirms=_truthy(options.get("confirm_publish", False)),
+            publisher_confirms=bool(options.get("confirm_publish", False)),  # URL text is coerced already
             confirm_timeout=float(confirm_timeout) if confirm_timeout else None)
         try:
             conn.connect()
