@@ -5,18 +5,19 @@
 # pytest. Brokers this script started are stopped again when it ends.
 # Exit status: the first failing run's pytest status (5 = no tests ran).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 PYTHON=${PYTHON:-python3}
 
 "$PYTHON" -m pip install -q -e '.[test]' || exit 1
 
 started=()
+# shellcheck disable=SC2317  # called by the EXIT trap
 stop_started() {
     if [ "${#started[@]}" -gt 0 ]; then scripts/brokers.sh stop "${started[@]}"; fi
 }
 trap stop_started EXIT
-for broker in rabbitmq; do
+for broker in rabbitmq redis; do
     if ! scripts/brokers.sh status "$broker" >/dev/null 2>&1; then
         scripts/brokers.sh start "$broker" || exit 1
         started+=("$broker")
