@@ -37,6 +37,7 @@ __all__ = [
     "Greenlet",
     "GreenletExit",
     "Lock",
+    "Semaphore",
     "Timeout",
     "cooperate",
     "cooperative_socket",
@@ -55,6 +56,8 @@ T = TypeVar("T")
 Event = gevent.event.Event
 #: A lock that blocks only the calling greenlet.
 Lock = gevent.lock.RLock
+#: A counter of free slots (pools): ``acquire`` blocks only the calling greenlet.
+Semaphore = gevent.lock.BoundedSemaphore
 #: A value (or an error) that one greenlet sets and others wait for.
 AsyncResult = gevent.event.AsyncResult
 #: gevent's socket and ssl modules: transports that build their own sockets

@@ -22,6 +22,9 @@ TRANSPORTS: Dict[str, Tuple[str, Optional[str]]] = {
     "pyamqp": ("kombu_green.transport.pyamqp:Transport", "amqp"),
     "amqps": ("kombu_green.transport.pyamqp:SSLTransport", "amqp"),
     "pyamqps": ("kombu_green.transport.pyamqp:SSLTransport", "amqp"),
+    "redis": ("kombu_green.transport.redis:Transport", "redis"),
+    "rediss": ("kombu_green.transport.redis:SSLTransport", "redis"),
+    "sentinel": ("kombu_green.transport.redis:SentinelTransport", "redis"),
 }
 
 

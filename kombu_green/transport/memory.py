@@ -111,7 +111,7 @@ class MemoryBroker(Storage):
         self._bells.pop(queue, None)
 
     def get_any(self, queues: Sequence[str], timeout: Optional[float],
-                interrupt: Optional[green.Bell] = None) -> Tuple[str, Payload]:
+                interrupt: Optional[green.Bell] = None, batch: int = 1) -> Tuple[str, Payload]:
         """Take from the first non-empty queue, else wait once for a put.
 
         One wait only: on any ring (a put, or ``interrupt``) it looks again

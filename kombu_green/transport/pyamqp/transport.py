@@ -25,8 +25,8 @@ from typing import Any, Dict, Optional
 import amqp
 
 from ... import green
-from ...exceptions import ConfigurationError
 from .. import base
+from ..tls import ssl_options
 from .channel import Channel
 from .connection import GreenConnection
 from .errors import CHANNEL_ERRORS, CONNECTION_ERRORS, translate
@@ -67,17 +67,7 @@ class Transport(base.Transport):
 
     def _ssl_options(self) -> Any:
         """``ssl=True`` or a dict, plus ``ssl_*`` URL query options (e.g. ``ssl_ca_certs``)."""
-        ssl = self._use_ssl()
-        if not ssl:
-            return False
-        from_url = {key[4:]: value for key, value in self.options.items() if key.startswith("ssl_")}
-        if ssl is True or isinstance(ssl, str):
-            return from_url
-        if isinstance(ssl, dict):
-            return {**from_url, **ssl}
-        raise ConfigurationError(
-            f"ssl must be True or a dict of options (ca_certs, certfile, keyfile, cert_reqs, "
-            f"server_hostname), not {type(ssl).__name__}")
+        return ssl_options(self._use_ssl(), self.options)
 
     def establish_connection(self) -> GreenConnection:
         client, options = self.client, self.options

@@ -14,12 +14,13 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from amqp import transport as amqp_transport
 from amqp.exceptions import UnexpectedFrame
 
 from ... import green
+from ..tls import ssl_context
 
 __all__ = ["GreenSSLTransport", "GreenTCPTransport", "ssl_context"]
 
@@ -116,34 +117,3 @@ class GreenSSLTransport(_GreenSocketMixin, amqp_transport.SSLTransport):
 
     def _shutdown_transport(self) -> None:
         """Skip the TLS close handshake: it could wait on a dead peer."""
-
-
-_CERT_REQS = {"CERT_NONE": ssl.CERT_NONE, "CERT_OPTIONAL": ssl.CERT_OPTIONAL,
-              "CERT_REQUIRED": ssl.CERT_REQUIRED}
-
-
-def ssl_context(options: Dict[str, Any], host: str) -> Tuple[Any, Optional[str]]:
-    """Build a gevent TLS context from kombu-style ``ssl`` options.
-
-    Understands ``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``
-    (an ``ssl.CERT_*`` value or its name), ``server_hostname`` and
-    ``ciphers``. With no options the server certificate is verified against
-    the system's CAs and must name ``host``.
-    """
-    context = green.cooperative_ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    cert_reqs = options.get("cert_reqs", ssl.CERT_REQUIRED)
-    if isinstance(cert_reqs, str):
-        cert_reqs = _CERT_REQS[cert_reqs.upper()]
-    if cert_reqs == ssl.CERT_NONE:
-        context.check_hostname = False
-    context.verify_mode = cert_reqs
-    if options.get("ca_certs"):
-        context.load_verify_locations(options["ca_certs"])
-    elif cert_reqs != ssl.CERT_NONE:
-        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if options.get("certfile"):
-        context.load_cert_chain(options["certfile"], options.get("keyfile"))
-    if options.get("ciphers"):
-        context.set_ciphers(options["ciphers"])
-    server_hostname = options.get("server_hostname") or host
-    return context, server_hostname

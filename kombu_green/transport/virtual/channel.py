@@ -156,18 +156,16 @@ class Channel(base.Channel):
         """Route and store the message; returns once every queue has it."""
         self._ensure_open()
         message["properties"]["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
-        if exchange:
-            queues = self.state.route(exchange, routing_key, message.get("headers"))
-        else:  # the default exchange routes by queue name
-            queues = [routing_key] if self.store.has_queue(routing_key) else []
-        if not queues:
+        try:
+            payloads.stamp_expiry(message)
+        except ValueError:
+            raise PreconditionFailed(
+                f"Invalid expiration {message['properties'].get('expiration')!r}: "
+                "give a whole number of milliseconds, e.g. expiration=30 means 30 seconds "
+                "in Producer.publish (it converts seconds to milliseconds)") from None
+        if not self.store.publish(exchange, routing_key, message, payloads.priority_of(message)):
             if mandatory:
                 self._return_unroutable(message, exchange, routing_key)
-            return
-        priority = payloads.priority_of(message)
-        last = len(queues) - 1
-        for index, queue in enumerate(queues):
-            self.store.put(queue, message if index == last else payloads.clone(message), priority)
 
     def _return_unroutable(self, message: payloads.Payload, exchange: str, routing_key: str) -> None:
         exc = ChannelError(
@@ -192,6 +190,8 @@ class Channel(base.Channel):
         tag = consumer_tag or f"amq.ctag-{self.channel_id}.{next(self._consumer_tags)}"
         if tag in self._consumers:
             raise ChannelError(f"Consumer tag {tag!r} is already in use on this channel")
+        if not self.transport.consumer_count(queue):
+            self.store.watch(queue)
         self._consumers[tag] = _Consumer(queue, callback or (lambda message: None), no_ack, on_cancel)
         self._tags_by_queue.setdefault(queue, []).append(tag)
         if no_ack:
@@ -209,6 +209,8 @@ class Channel(base.Channel):
             tags.remove(consumer_tag)
         if not tags:
             self._tags_by_queue.pop(consumer.queue, None)
+            if not self.transport.consumer_count(consumer.queue):
+                self.store.unwatch(consumer.queue)
             self.transport.maybe_auto_delete(consumer.queue)
         self.transport.wake()
 
@@ -251,19 +253,23 @@ class Channel(base.Channel):
         return True
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Optional[Message]:
-        """Take one message if one is ready; never waits."""
+        """Take one message if one is ready; never waits. Expired ones are dropped."""
         self._ensure_open()
         self._ensure_queue(queue)
-        try:
-            payload = self.store.get(queue)
-        except Empty:
-            return None
-        message = self._to_message(payload, consumer_tag=None)
-        if no_ack:
-            self.store.ack(queue, payload)
-        else:
-            self.qos.append(message.delivery_tag, queue, payload)
-        return message
+        while True:
+            try:
+                payload = self.store.get(queue)
+            except Empty:
+                return None
+            if payloads.expired(payload):
+                self.store.ack(queue, payload)
+                continue
+            message = self._to_message(payload, consumer_tag=None)
+            if no_ack:
+                self.store.ack(queue, payload)
+            else:
+                self.qos.append(message.delivery_tag, queue, payload)
+            return message
 
     def _to_message(self, payload: payloads.Payload, consumer_tag: Optional[str]) -> Message:
         properties = dict(payload["properties"])

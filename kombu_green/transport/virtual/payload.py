@@ -3,7 +3,7 @@
 Layout (kept close to kombu's so the field names are familiar)::
 
     {"body": bytes, "content-type": str, "content-encoding": str,
-     "headers": {...}, "redelivered": bool,
+     "headers": {...}, "redelivered": bool, "expires_at": float (optional),
      "properties": {"delivery_mode": 2, "priority": 0,
                     "delivery_info": {"exchange": str, "routing_key": str},
                     ... correlation_id, reply_to, expiration, message_id ...}}
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any, Dict, Optional
 
-__all__ = ["Payload", "clone", "dumps", "loads", "make", "priority_of"]
+__all__ = ["Payload", "clone", "dumps", "expired", "loads", "make", "priority_of", "stamp_expiry"]
 
 Payload = Dict[str, Any]
 
@@ -50,6 +51,28 @@ def priority_of(payload: Payload) -> int:
     except (TypeError, ValueError):
         return 0
     return max(0, min(MAX_PRIORITY, value))
+
+
+def stamp_expiry(payload: Payload, now: Optional[float] = None) -> None:
+    """Turn the AMQP ``expiration`` property (milliseconds, as text) into an
+    absolute ``expires_at`` (epoch seconds) that any consumer can check.
+
+    Raises ValueError for a value that is not a whole number of milliseconds,
+    as an AMQP broker refuses it.
+    """
+    expiration = payload["properties"].get("expiration")
+    if expiration is None or expiration == "":
+        return
+    milliseconds = int(str(expiration))
+    if milliseconds < 0:
+        raise ValueError(expiration)
+    payload["expires_at"] = (time.time() if now is None else now) + milliseconds / 1000.0
+
+
+def expired(payload: Payload, now: Optional[float] = None) -> bool:
+    """True when the message outlived its ``expiration`` and must be dropped."""
+    deadline = payload.get("expires_at")
+    return deadline is not None and (time.time() if now is None else now) >= deadline
 
 
 def dumps(payload: Payload) -> bytes:

@@ -33,6 +33,12 @@ class QoS:
     def can_consume(self) -> bool:
         return not self.prefetch_count or len(self._unacked) < self.prefetch_count
 
+    def room(self) -> "int | None":
+        """Free prefetch slots (None: no limit)."""
+        if not self.prefetch_count:
+            return None
+        return max(0, self.prefetch_count - len(self._unacked))
+
     def append(self, delivery_tag: int, queue: str, payload: Payload) -> None:
         self._unacked[delivery_tag] = (queue, payload)
 

@@ -5,6 +5,10 @@ A store keeps named queues of message *payloads* (plain dicts, see
 routing, delivery tags, prefetch, acks, redelivery -- lives in the virtual
 channel and is written once for every store.
 
+Publishing goes through :meth:`Storage.publish`, which routes with the
+exchange table and puts a copy on every matching queue; a store that can
+route and store in one step (Redis, in one atomic script) overrides it.
+
 The only waiting a store does is :meth:`Storage.get_any`. Stores with a
 native blocking read (Redis BRPOP, beanstalk reserve, an in-process bell)
 override it; the default polls :meth:`Storage.get` with backoff and yields
@@ -17,6 +21,7 @@ from queue import Empty
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ... import green
+from .payload import clone
 from .state import BrokerState
 
 __all__ = ["Empty", "Storage"]
@@ -62,6 +67,27 @@ class Storage:
 
     # -- optional ----------------------------------------------------------
 
+    def publish(self, exchange: str, routing_key: str, payload: Payload, priority: int = 0) -> int:
+        """Route ``payload`` and store a copy in every matching queue.
+
+        Returns how many queues took it (0: unroutable). The default
+        exchange ("") routes to the queue named by ``routing_key``.
+        """
+        if exchange:
+            queues = self.state.route(exchange, routing_key, payload.get("headers"))
+        else:
+            queues = [routing_key] if self.has_queue(routing_key) else []
+        last = len(queues) - 1
+        for index, queue in enumerate(queues):
+            self.put(queue, payload if index == last else clone(payload), priority)
+        return len(queues)
+
+    def watch(self, queue: str) -> None:
+        """A consumer started on ``queue`` (stores with subscriptions subscribe)."""
+
+    def unwatch(self, queue: str) -> None:
+        """The last consumer of ``queue`` in this connection went away."""
+
     def requeue(self, queue: str, payload: Payload, priority: int = 0) -> None:
         """Return a message that was taken out (reject/recover/close).
 
@@ -74,11 +100,15 @@ class Storage:
         """A delivered message was acked (stores that track leases drop it)."""
 
     def get_any(self, queues: Sequence[str], timeout: Optional[float],
-                interrupt: Optional[green.Bell] = None) -> Tuple[str, Payload]:
+                interrupt: Optional[green.Bell] = None, batch: int = 1) -> Tuple[str, Payload]:
         """Wait for a message on any of ``queues``; raise :class:`Empty`.
 
         Returns early (raising Empty) when ``interrupt`` rings, so the
-        caller can re-plan which queues to wait on. This default polls with
+        caller can re-plan which queues to wait on. ``batch`` says how many
+        messages the consumers could take now: a network store may fetch
+        that many in one round trip and hand out the rest on later calls
+        (they count as delivered, so they are safe if the process dies).
+        This default polls with
         exponential backoff between ``polling_interval_min`` and ``_max``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout

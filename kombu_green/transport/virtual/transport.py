@@ -16,7 +16,7 @@ from ... import green
 from ...exceptions import ConnectionClosed
 from .. import base
 from .channel import Channel as VirtualChannel
-from .payload import Payload, priority_of
+from .payload import Payload, expired, priority_of
 from .storage import Empty, Storage
 
 __all__ = ["Transport"]
@@ -116,7 +116,7 @@ class Transport(base.Transport):
             queues = self._plan()
             try:
                 if queues:
-                    queue, payload = self.store.get_any(queues, remaining, self._bell)
+                    queue, payload = self.store.get_any(queues, remaining, self._bell, self._capacity())
                 else:
                     green.wait_any([self._bell], remaining)
                     raise Empty()
@@ -140,7 +140,26 @@ class Transport(base.Transport):
             queues = queues[shift:] + queues[:shift]
         return queues
 
+    #: Most messages a store may fetch ahead in one round trip.
+    max_batch = 32
+
+    def _capacity(self) -> int:
+        """How many messages the consuming channels could take right now."""
+        free = 0
+        for channel in self.channels:
+            if channel.consuming_queues():
+                room = channel.qos.room()
+                if room is None:
+                    return self.max_batch
+                free += room
+        return max(1, min(free, self.max_batch))
+
     def _dispatch(self, queue: str, payload: Payload) -> bool:
+        """Hand the message to a channel; False if none took it (or it expired)."""
+        if expired(payload):
+            if self.store is not None:
+                self.store.ack(queue, payload)
+            return False
         count = len(self.channels)
         start = self._rotation % count if count else 0
         for channel in self.channels[start:] + self.channels[:start]:

@@ -1,0 +1,339 @@
+"""The Redis store of the virtual framework: queues as Redis lists.
+
+Where each message is, at any moment:
+
+* *ready* -- in its queue's list (one list per priority step);
+* *taken* -- moved by one atomic script from the list into the unacked
+  record (:mod:`.leases`); possibly fetched ahead of its delivery (up to
+  the consumers' free prefetch) and then held in :attr:`RedisStore._ahead`;
+* *delivered* -- handed to a consumer, still recorded until it is acked.
+
+So a message is in Redis from the publish until the ack, and a process
+that dies anywhere in between gets it back after the visibility timeout.
+The one exception is the blocking pop (used only when every queue is
+empty): Redis cannot record atomically what ``BRPOP`` returns, so the
+record follows within one round trip.
+
+Fanout exchanges deliver through PUB/SUB: a copy reaches each queue bound
+to the exchange *and consumed when the message is published*, as with
+kombu's Redis transport; those copies live only in the consuming process.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, TypeVar, cast
+
+import redis
+
+from ... import green
+from ...exceptions import InconsistencyError
+from ..virtual import Empty, Storage
+from ..virtual.payload import Payload
+from .client import translate
+from .keys import Keys
+from .leases import Leases
+from .scripts import DECLARE, PUBLISH, PURGE
+from .state import RedisState
+from .waiting import BlockingPop, Subscriber
+
+__all__ = ["RedisStore"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Internal fields a payload carries in process but never to Redis.
+_LOCAL_FIELDS = ("redelivered", "lease")
+
+
+def translated(method: F) -> F:
+    """Let only kombu_green errors out of a store method."""
+
+    @functools.wraps(method)
+    def wrapper(self: "RedisStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.RedisError, OSError) as exc:
+            raise translate(exc, self.where) from exc
+
+    return cast(F, wrapper)
+
+
+def encode(payload: Payload) -> bytes:
+    data = {key: value for key, value in payload.items() if key not in _LOCAL_FIELDS}
+    data["body"] = base64.b64encode(payload["body"] or b"").decode("ascii")
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes, lease: Optional[str]) -> Payload:
+    payload = json.loads(raw)
+    payload["body"] = base64.b64decode(payload["body"])
+    payload.setdefault("redelivered", False)
+    payload["lease"] = lease
+    return cast(Payload, payload)
+
+
+class RedisStore(Storage):
+    """Queues, bindings and unacked records of one Redis database."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, where: str,
+                 dedicated_connection: Callable[[], Any], leases: Leases) -> None:
+        self.client = client
+        self.keys = keys
+        self.where = where
+        self.state: RedisState = RedisState(client, keys)
+        self.leases = leases
+        self._publish = client.register_script(PUBLISH)
+        self._declare = client.register_script(DECLARE)
+        self._purge = client.register_script(PURGE)
+        #: Taken and recorded, not yet delivered: (queue, payload).
+        self._ahead: Deque[Tuple[str, Payload]] = deque()
+        #: Fanout copies received through PUB/SUB, not yet delivered.
+        self._fanned: Deque[Tuple[str, Payload]] = deque()
+        self._arrived = green.Bell()
+        self._failure: Optional[BaseException] = None
+        self._queue_of_list: Dict[str, str] = {}
+        self._fanout_queues: Dict[str, Set[str]] = {}
+        #: Queues with x-expires (ms) consumed here, and when they were last touched.
+        self._expiring: Dict[str, int] = {}
+        self._touched: Dict[str, float] = {}
+        self.popper = BlockingPop(dedicated_connection, client.client_unblock)
+        self.subscriber = Subscriber(dedicated_connection, self._on_fanout, self._on_failure)
+        leases.start()
+
+    # -- queues -------------------------------------------------------------------
+
+    @translated
+    def new_queue(self, queue: str, arguments: Optional[Dict[str, Any]] = None) -> None:
+        arguments = dict(arguments or {})
+        expires = int(arguments.get("x-expires") or 0)
+        self._declare(keys=[self.keys.meta(queue), *self.keys.lists(queue)],
+                      args=[json.dumps(arguments, default=str), expires])
+        if expires:
+            self._expiring[queue] = expires
+            self._touched[queue] = time.monotonic()
+
+    @translated
+    def has_queue(self, queue: str) -> bool:
+        return bool(self.client.exists(self.keys.meta(queue)))
+
+    @translated
+    def size(self, queue: str) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys.lists(queue):
+            pipe.llen(key)
+        return sum(pipe.execute())
+
+    @translated
+    def purge(self, queue: str) -> int:
+        return int(self._purge(keys=self.keys.lists(queue)))
+
+    @translated
+    def delete_queue(self, queue: str) -> None:
+        self.client.delete(self.keys.meta(queue), *self.keys.lists(queue))
+        self._expiring.pop(queue, None)
+        self._release_ahead(lambda q: q == queue)
+
+    # -- publishing ---------------------------------------------------------------
+
+    @translated
+    def put(self, queue: str, payload: Payload, priority: int = 0) -> None:
+        self._push([queue], encode(payload), priority, version="")
+
+    @translated
+    def publish(self, exchange: str, routing_key: str, payload: Payload, priority: int = 0) -> int:
+        """Route and store in one atomic script (see :mod:`.state` for the version check)."""
+        raw = encode(payload)
+        if not exchange:
+            return self._push([routing_key], raw, priority, version="")
+        state = self.state
+        for _ in range(10):
+            if state.version is None:
+                state.refresh()
+            if state.exchange(exchange).type == "fanout":
+                self.client.publish(self.keys.fanout_channel(exchange), raw)
+                return len(state.bindings.get(exchange, ()))
+            queues = state.route(exchange, routing_key, payload.get("headers"))
+            taken = self._push(queues, raw, priority, version=state.version or "0")
+            if taken >= 0:
+                return taken
+            state.refresh()  # the tables changed since we routed: route again
+        raise InconsistencyError(f"Bindings at {self.where} kept changing while publishing to {exchange!r}")
+
+    def _push(self, queues: Sequence[str], raw: bytes, priority: int, version: str) -> int:
+        step = self.keys.step_of(priority)
+        keys = [self.keys.version]
+        for queue in queues:
+            keys += [self.keys.meta(queue), self.keys.list(queue, step)]
+        return int(self._publish(keys=keys, args=[version, raw]))
+
+    # -- consuming ----------------------------------------------------------------
+
+    @translated
+    def watch(self, queue: str) -> None:
+        """Subscribe to the fanout exchanges ``queue`` is bound to; note its expiry."""
+        raw = self.client.get(self.keys.meta(queue))
+        expires = int(json.loads(raw).get("x-expires") or 0) if raw else 0
+        if expires:
+            self._expiring[queue] = expires
+        for exchange in self.state.fanout_exchanges_of(queue):
+            queues = self._fanout_queues.setdefault(exchange, set())
+            if not queues:
+                self.subscriber.subscribe(self.keys.fanout_channel(exchange))
+            queues.add(queue)
+
+    @translated
+    def unwatch(self, queue: str) -> None:
+        for exchange, queues in list(self._fanout_queues.items()):
+            if queue in queues:
+                queues.discard(queue)
+                if not queues:
+                    del self._fanout_queues[exchange]
+                    self.subscriber.unsubscribe(self.keys.fanout_channel(exchange))
+        self._fanned = deque(item for item in self._fanned if item[0] != queue)
+        self._release_ahead(lambda q: q == queue)
+
+    def _on_fanout(self, channel: str, raw: bytes) -> None:
+        queues = self._fanout_queues.get(self.keys.exchange_of_channel(channel), ())
+        for queue in queues:
+            self._fanned.append((queue, decode(raw, None)))
+        if queues:
+            self._arrived.ring()
+
+    def _on_failure(self, exc: BaseException) -> None:
+        self._failure = exc
+        self._arrived.ring()
+
+    @translated
+    def get(self, queue: str) -> Payload:
+        item = self._next_local({queue})
+        if item is not None:
+            return item[1]
+        self._touch([queue])
+        taken = self.leases.take(self.keys.lists(queue), [self.keys.meta(queue)] * len(self.keys.steps), 1)
+        if not taken:
+            raise Empty()
+        return decode(taken[0][2], taken[0][1])
+
+    @translated
+    def get_any(self, queues: Sequence[str], timeout: Optional[float],
+                interrupt: Optional[green.Bell] = None, batch: int = 1) -> Tuple[str, Payload]:
+        """Serve what is here already, else take a batch, else block on all queues at once."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        wanted = set(queues)
+        item = self._next_local(wanted)
+        if item is not None:
+            return item
+        lists, metas = self._lists_of(queues)
+        taken = self.leases.take(lists, metas, max(1, batch))
+        if taken:
+            for list_key, tag, raw in taken:
+                self._ahead.append((self._queue_of_list[list_key], decode(raw, tag)))
+            return self._ahead.popleft()
+        if timeout is not None and timeout <= 0:
+            raise Empty()
+        self._touch(queues)
+        limits = [ms / 2000.0 for q, ms in self._expiring.items() if q in wanted]
+        if timeout is not None:
+            limits.append(timeout)
+        limit = min(limits) if limits else None
+        popped = self.popper.pop(lists, limit, [interrupt, self._arrived] if interrupt else [self._arrived])
+        if popped is not None:
+            queue, payload = self._record(*popped)
+            if queue in wanted:
+                return queue, payload
+            self.leases.requeue([payload["lease"]])
+        item = self._next_local(wanted)
+        if item is not None:
+            return item
+        raise Empty()
+
+    def _record(self, list_key: str, raw: bytes) -> Tuple[str, Payload]:
+        tag = self.leases.new_tag()
+        queue = self._queue_of_list.get(list_key, list_key)
+        self.leases.record(tag, list_key, self.keys.meta(queue), raw)
+        return queue, decode(raw, tag)
+
+    def _lists_of(self, queues: Sequence[str]) -> Tuple[List[str], List[str]]:
+        lists: List[str] = []
+        metas: List[str] = []
+        for queue in queues:
+            meta = self.keys.meta(queue)
+            for key in self.keys.lists(queue):
+                self._queue_of_list[key] = queue
+                lists.append(key)
+                metas.append(meta)
+        return lists, metas
+
+    def _next_local(self, wanted: Set[str]) -> Optional[Tuple[str, Payload]]:
+        """A fanout copy or a message fetched ahead, for a queue in ``wanted``."""
+        for buffer in (self._fanned, self._ahead):
+            for index, (queue, payload) in enumerate(buffer):
+                if queue in wanted:
+                    del buffer[index]
+                    return queue, payload
+        return None
+
+    def _release_ahead(self, which: Callable[[str], bool]) -> None:
+        """Send messages fetched ahead for ``which`` queues back to Redis."""
+        keep: Deque[Tuple[str, Payload]] = deque()
+        back: List[str] = []
+        for queue, payload in self._ahead:
+            if which(queue):
+                back.append(payload["lease"])
+            else:
+                keep.append((queue, payload))
+        self._ahead = keep
+        self.leases.requeue(back[::-1])
+
+    def _touch(self, queues: Sequence[str]) -> None:
+        """Keep consumed x-expires queues alive (AMQP: a queue in use never expires)."""
+        now = time.monotonic()
+        due = [q for q in queues if q in self._expiring
+               and now - self._touched.get(q, 0.0) > self._expiring[q] / 3000.0]
+        if not due:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for queue in due:
+            self._touched[queue] = now
+            for key in [self.keys.meta(queue), *self.keys.lists(queue)]:
+                pipe.pexpire(key, self._expiring[queue])
+        pipe.execute()
+
+    # -- settling -----------------------------------------------------------------
+
+    def ack(self, queue: str, payload: Payload) -> None:
+        lease = payload.get("lease")
+        if lease:
+            self.leases.ack(lease)
+
+    @translated
+    def requeue(self, queue: str, payload: Payload, priority: int = 0) -> None:
+        lease = payload.get("lease")
+        if lease:
+            self.leases.requeue([lease])
+        elif any(queue in queues for queues in self._fanout_queues.values()):
+            payload["redelivered"] = True
+            self._fanned.appendleft((queue, payload))
+            self._arrived.ring()
+
+    def close(self) -> None:
+        """Return everything taken but not delivered, and let go of Redis."""
+        self.leases.stop()
+        try:
+            leftover = self.popper.leftover()
+            if leftover is not None:
+                queue, payload = self._record(*leftover)
+                self._ahead.append((queue, payload))
+            self.leases.flush()
+            self._release_ahead(lambda queue: True)
+        except (redis.RedisError, OSError):
+            pass  # Redis is gone: the records expire into redelivery
+        finally:
+            self.popper.close()
+            self.subscriber.close()
+            self.client.connection_pool.disconnect()
