@@ -222,8 +222,7 @@ class RedisStore(Storage):
                 interrupt: Optional[green.Bell] = None, batch: int = 1) -> Tuple[str, Payload]:
         """Serve what is here already, else take a batch, else block on all queues at once."""
         if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+            raise self._failure  # PUB/SUB is gone: reconnect (every call says so)
         wanted = set(queues)
         item = self._next_local(wanted)
         if item is not None:

@@ -25,6 +25,8 @@ __all__ = ["BlockingPop", "Subscriber"]
 #: Longest single pop when the server refuses CLIENT UNBLOCK (an ACL, a
 #: managed service): a new consumer is then noticed within this time.
 FALLBACK_POP_SECONDS = 1.0
+#: Pause before repeating an unblock that found no pop to end yet.
+UNBLOCK_RETRY = 0.005
 #: Seconds to wait for Redis to confirm a subscription.
 SUBSCRIBE_TIMEOUT = 10.0
 
@@ -39,6 +41,7 @@ class BlockingPop:
         self._unblock = unblock
         self._conn: Any = None
         self._client_id: Optional[int] = None
+        self._can_unblock = True
         self._job: Optional[green.Greenlet] = None
         self._finished = green.Bell()
 
@@ -57,16 +60,32 @@ class BlockingPop:
         if not job.ready():
             self.cut_short()
             job.join()
+        if self._job is not job:
+            return None  # taken over by leftover() (the connection is closing)
         self._job = None
         return job.get()
 
     def cut_short(self) -> None:
-        """End the pop in progress now (it returns None, or the message it got)."""
-        if self._client_id is not None and self._job is not None and not self._job.ready():
-            try:
-                self._unblock(self._client_id)
-            except redis_errors.ResponseError:
-                self._client_id = None  # not allowed here: pops are kept short instead
+        """End the pop in progress now (it returns None, or the message it got).
+
+        The pop and the unblock travel on different connections, so the
+        unblock may reach Redis before the pop does and find nothing to
+        end: then it is sent again until the pop is over.
+        """
+        job = self._job
+        while job is not None and not job.ready():
+            if not self._can_unblock:
+                job.join()  # pops are kept short instead
+                return
+            if self._client_id is not None:
+                try:
+                    if self._unblock(self._client_id):
+                        job.join()
+                        return
+                except redis_errors.ResponseError:
+                    self._can_unblock = False
+                    continue
+            job.join(timeout=UNBLOCK_RETRY)
 
     def _run(self, keys: List[str], timeout: Optional[float]) -> Optional[Popped]:
         if self._conn is None:
@@ -75,9 +94,9 @@ class BlockingPop:
                 self._conn.send_command("CLIENT", "ID", check_health=False)
                 self._client_id = int(self._conn.read_response())
             except redis_errors.ResponseError:
-                self._client_id = None
+                self._can_unblock = False
         seconds = 0.0 if timeout is None else max(timeout, 0.001)
-        if self._client_id is None:
+        if not self._can_unblock:
             seconds = min(seconds or FALLBACK_POP_SECONDS, FALLBACK_POP_SECONDS)
         try:
             self._conn.send_command("BRPOP", *keys, f"{seconds:.3f}", check_health=False)
@@ -92,14 +111,12 @@ class BlockingPop:
 
     def leftover(self) -> Optional[Popped]:
         """Finish a pop nobody waits for any more; return what it took."""
-        job, self._job = self._job, None
+        job = self._job
         if job is None:
             return None
-        if not job.ready():
-            self._job = job
-            self.cut_short()
-            self._job = None
-            job.join()
+        self.cut_short()
+        self._job = None
+        job.join()
         return job.value if job.successful() else None
 
     def close(self) -> None:
