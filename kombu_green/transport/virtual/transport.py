@@ -39,6 +39,7 @@ class Transport(base.Transport):
         #: Queues declared auto_delete through this connection.
         self.auto_delete_queues: Set[str] = set()
         self._bell = green.Bell()
+        self._draining = green.Lock()
         self._connected = False
         self._rotation = 0
 
@@ -109,6 +110,16 @@ class Transport(base.Transport):
         is closed meanwhile.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Greenlets draining one connection take turns: a store waits on one
+        # thing at a time, and each message must go to exactly one of them.
+        if not self._draining.acquire(timeout=timeout):
+            raise socket.timeout("timed out")
+        try:
+            self._drain(deadline)
+        finally:
+            self._draining.release()
+
+    def _drain(self, deadline: Optional[float]) -> None:
         while True:
             if not self._connected or self.store is None:
                 raise ConnectionClosed("Connection is closed; drain_events() needs an open connection")
