@@ -9,11 +9,11 @@ protocol, AUTH/SELECT on connect, scripts, pipelines -- is redis-py's own.
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import socket
 import ssl
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, cast
 
 import redis
 from redis import exceptions as redis_errors
@@ -25,7 +25,9 @@ from ... import exceptions as errors
 from ..tls import ssl_context
 
 __all__ = ["CONNECTION_ERRORS", "GreenConnection", "GreenPool", "GreenSSLConnection",
-           "discover_master", "translate", "translating"]
+           "discover_master", "translate", "translated"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class GreenConnection(redis.Connection):
@@ -164,10 +166,14 @@ def translate(exc: BaseException, where: str) -> BaseException:
     return exc
 
 
-@contextlib.contextmanager
-def translating(where: str) -> Iterator[None]:
-    """Let only kombu_green errors out of the block."""
-    try:
-        yield
-    except (redis_errors.RedisError, OSError) as exc:
-        raise translate(exc, where) from exc
+def translated(method: F) -> F:
+    """Let only kombu_green errors out of a method of an object with ``where``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate(exc, self.where) from exc
+
+    return cast(F, wrapper)

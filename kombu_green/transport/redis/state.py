@@ -18,6 +18,7 @@ import redis
 from ...exceptions import PreconditionFailed
 from ..virtual.exchange import Binding
 from ..virtual.state import PREDECLARED, BrokerState, ExchangeRecord
+from .client import translated
 from .keys import Keys
 from .scripts import MUTATE
 
@@ -38,8 +39,9 @@ def _text(version: Any) -> str:
 class RedisState(BrokerState):
     """:class:`BrokerState` whose tables live in Redis (shared by every process)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, where: str) -> None:
         super().__init__()
+        self.where = where
         self.client = client
         self.keys = keys
         #: Version of the cached tables (None: refresh before use).
@@ -48,6 +50,7 @@ class RedisState(BrokerState):
 
     # -- cache ----------------------------------------------------------------
 
+    @translated
     def refresh(self) -> None:
         """Load the tables and their version in one transaction."""
         pipe = self.client.pipeline(transaction=True)
@@ -67,6 +70,7 @@ class RedisState(BrokerState):
             table.setdefault(exchange, []).append(Binding(destination, routing_key, arguments))
         self.version = _text(version)
 
+    @translated
     def sync(self) -> None:
         """Refresh the cache if anyone changed the tables since it was loaded."""
         current = self.client.get(self.keys.version)
@@ -81,11 +85,13 @@ class RedisState(BrokerState):
 
     # -- exchanges ------------------------------------------------------------
 
+    @translated
     def exchange(self, name: str) -> ExchangeRecord:
         if name not in self.exchanges:
             self.sync()
         return super().exchange(name)
 
+    @translated
     def declare_exchange(self, name: str, type: str = "direct", durable: bool = True,
                          auto_delete: bool = False, arguments: Optional[Mapping] = None,
                          passive: bool = False) -> None:
@@ -103,6 +109,7 @@ class RedisState(BrokerState):
                 raise PreconditionFailed(
                     f"Exchange {name!r} already exists with type {existing.type!r}, not {type!r}")
 
+    @translated
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
         self.sync()
         if if_unused and (self.bindings.get(name) or self.exchange_bindings.get(name)):
@@ -117,11 +124,13 @@ class RedisState(BrokerState):
 
     # -- bindings -------------------------------------------------------------
 
+    @translated
     def bind(self, queue: str, exchange: str, routing_key: str = "",
              arguments: Optional[Mapping] = None) -> None:
         self.exchange(exchange)
         self._change(self.keys.bindings, "SADD", _member("q", exchange, queue, routing_key, arguments))
 
+    @translated
     def unbind(self, queue: str, exchange: str, routing_key: str = "",
                arguments: Optional[Mapping] = None) -> None:
         self.sync()
@@ -132,6 +141,7 @@ class RedisState(BrokerState):
         if doomed:
             self._change(self.keys.bindings, "SREM", *doomed)
 
+    @translated
     def unbind_queue(self, queue: str) -> None:
         self.sync()
         doomed = [_member("q", exchange, b.queue, b.routing_key, b.arguments)
@@ -139,12 +149,14 @@ class RedisState(BrokerState):
         if doomed:
             self._change(self.keys.bindings, "SREM", *doomed)
 
+    @translated
     def bind_exchange(self, destination: str, source: str, routing_key: str = "",
                       arguments: Optional[Mapping] = None) -> None:
         self.exchange(source)
         self.exchange(destination)
         self._change(self.keys.bindings, "SADD", _member("e", source, destination, routing_key, arguments))
 
+    @translated
     def unbind_exchange(self, destination: str, source: str, routing_key: str = "") -> None:
         self.sync()
         doomed = [_member("e", source, b.queue, b.routing_key, b.arguments)
@@ -153,10 +165,12 @@ class RedisState(BrokerState):
         if doomed:
             self._change(self.keys.bindings, "SREM", *doomed)
 
+    @translated
     def has_bindings(self, queue: str) -> bool:
         self.sync()
         return super().has_bindings(queue)
 
+    @translated
     def fanout_exchanges_of(self, queue: str) -> List[str]:
         """Fanout exchanges ``queue`` is bound to (they deliver through PUB/SUB)."""
         self.sync()

@@ -21,11 +21,10 @@ kombu's Redis transport; those copies live only in the consuming process.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, TypeVar, cast
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 import redis
 
@@ -33,7 +32,7 @@ from ... import green
 from ...exceptions import InconsistencyError
 from ..virtual import Empty, Storage
 from ..virtual.payload import Payload
-from .client import translate
+from .client import translated
 from .keys import Keys
 from .leases import Leases
 from .scripts import DECLARE, PUBLISH, PURGE
@@ -42,23 +41,8 @@ from .waiting import BlockingPop, Subscriber
 
 __all__ = ["RedisStore"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 #: Internal fields a payload carries in process but never to Redis.
 _LOCAL_FIELDS = ("redelivered", "lease")
-
-
-def translated(method: F) -> F:
-    """Let only kombu_green errors out of a store method."""
-
-    @functools.wraps(method)
-    def wrapper(self: "RedisStore", *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (redis.RedisError, OSError) as exc:
-            raise translate(exc, self.where) from exc
-
-    return cast(F, wrapper)
 
 
 def encode(payload: Payload) -> bytes:
@@ -83,7 +67,7 @@ class RedisStore(Storage):
         self.client = client
         self.keys = keys
         self.where = where
-        self.state: RedisState = RedisState(client, keys)
+        self.state: RedisState = RedisState(client, keys, where)
         self.leases = leases
         self._publish = client.register_script(PUBLISH)
         self._declare = client.register_script(DECLARE)

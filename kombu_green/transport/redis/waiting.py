@@ -51,10 +51,10 @@ class BlockingPop:
         Returns None on timeout or when a bell rang first. A pop left over
         from an interrupted caller is finished first and its result returned.
         """
-        job = self._job
-        if job is None:
-            job = self._job = green.spawn(self._run, keys, timeout)
-            job.rawlink(lambda _: self._finished.ring())
+        if self._job is None:
+            self._job = green.spawn(self._run, keys, timeout)
+            self._job.rawlink(lambda _: self._finished.ring())
+        job: green.Greenlet = self._job
         if not job.ready():
             green.wait_any([self._finished, *bells])
         if not job.ready():
