@@ -46,8 +46,9 @@ class GreenConnection(redis.Connection):
                         sock.setsockopt(socket.IPPROTO_TCP, option, value)
                 sock.settimeout(self.socket_connect_timeout)
                 sock.connect(address)
+                sock = self._secure(sock)  # the TLS handshake, too, within the connect timeout
                 sock.settimeout(self.socket_timeout)
-                return self._secure(sock)
+                return sock
             except OSError as exc:
                 error = exc
                 sock.close()

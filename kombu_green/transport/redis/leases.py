@@ -107,6 +107,13 @@ class Leases:
             pipe.zrem(self.keys.unacked_index, *tags)
             pipe.execute()
 
+    def finish(self) -> None:
+        """Wait for acks being written, then write the rest (before closing)."""
+        flusher = self._flusher
+        if flusher is not None and flusher is not green.getcurrent():
+            flusher.join()
+        self.flush()
+
     def requeue(self, tags: Sequence[str]) -> None:
         """Put these messages back at the head of their queues, in order."""
         if not tags:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, cast
 
@@ -80,10 +79,14 @@ class RedisStore(Storage):
         self._failure: Optional[BaseException] = None
         self._queue_of_list: Dict[str, str] = {}
         self._fanout_queues: Dict[str, Set[str]] = {}
-        #: Queues with x-expires (ms) consumed here, and when they were last touched.
-        self._expiring: Dict[str, int] = {}
-        self._touched: Dict[str, float] = {}
-        self.popper = BlockingPop(dedicated_connection, client.client_unblock)
+        #: x-expires (ms) of queues declared or consumed here; the consumed
+        #: ones are kept alive by a greenlet (a queue in use never expires).
+        self._expires: Dict[str, int] = {}
+        self._kept: Set[str] = set()
+        self._keeper: Optional[green.Greenlet] = None
+        self._closing = green.Bell()
+        self.popper: BlockingPop[Tuple[str, Payload]] = BlockingPop(
+            dedicated_connection, client.client_unblock, self._record, self._keep)
         self.subscriber = Subscriber(dedicated_connection, self._on_fanout, self._on_failure)
         leases.start()
 
@@ -96,8 +99,7 @@ class RedisStore(Storage):
         self._declare(keys=[self.keys.meta(queue), *self.keys.lists(queue)],
                       args=[json.dumps(arguments, default=str), expires])
         if expires:
-            self._expiring[queue] = expires
-            self._touched[queue] = time.monotonic()
+            self._expires[queue] = expires
 
     @translated
     def has_queue(self, queue: str) -> bool:
@@ -117,7 +119,8 @@ class RedisStore(Storage):
     @translated
     def delete_queue(self, queue: str) -> None:
         self.client.delete(self.keys.meta(queue), *self.keys.lists(queue))
-        self._expiring.pop(queue, None)
+        self._expires.pop(queue, None)
+        self._kept.discard(queue)
         self._release_ahead(lambda q: q == queue)
 
     # -- publishing ---------------------------------------------------------------
@@ -161,7 +164,10 @@ class RedisStore(Storage):
         raw = self.client.get(self.keys.meta(queue))
         expires = int(json.loads(raw).get("x-expires") or 0) if raw else 0
         if expires:
-            self._expiring[queue] = expires
+            self._expires[queue] = expires
+            self._kept.add(queue)
+            if self._keeper is None:
+                self._keeper = green.spawn(self._keep_alive)
         for exchange in self.state.fanout_exchanges_of(queue):
             queues = self._fanout_queues.setdefault(exchange, set())
             if not queues:
@@ -170,6 +176,7 @@ class RedisStore(Storage):
 
     @translated
     def unwatch(self, queue: str) -> None:
+        self._kept.discard(queue)
         for exchange, queues in list(self._fanout_queues.items()):
             if queue in queues:
                 queues.discard(queue)
@@ -195,7 +202,8 @@ class RedisStore(Storage):
         item = self._next_local({queue})
         if item is not None:
             return item[1]
-        self._touch([queue])
+        if queue in self._expires:
+            self._touch([queue])
         taken = self.leases.take(self.keys.lists(queue), [self.keys.meta(queue)] * len(self.keys.steps), 1)
         if not taken:
             raise Empty()
@@ -219,23 +227,23 @@ class RedisStore(Storage):
             return self._ahead.popleft()
         if timeout is not None and timeout <= 0:
             raise Empty()
-        self._touch(queues)
-        limits = [ms / 2000.0 for q, ms in self._expiring.items() if q in wanted]
-        if timeout is not None:
-            limits.append(timeout)
-        limit = min(limits) if limits else None
-        popped = self.popper.pop(lists, limit, [interrupt, self._arrived] if interrupt else [self._arrived])
+        popped = self.popper.pop(lists, timeout, [interrupt, self._arrived] if interrupt else [self._arrived])
         if popped is not None:
-            queue, payload = self._record(*popped)
-            if queue in wanted:
-                return queue, payload
-            self.leases.requeue([payload["lease"]])
+            if popped[0] in wanted:
+                return popped
+            self.leases.requeue([popped[1]["lease"]])
         item = self._next_local(wanted)
         if item is not None:
             return item
         raise Empty()
 
+    def _keep(self, popped: Tuple[str, Payload]) -> None:
+        """A message popped for a caller that was interrupted: deliver it next."""
+        self._ahead.appendleft(popped)
+        self._arrived.ring()
+
     def _record(self, list_key: str, raw: bytes) -> Tuple[str, Payload]:
+        """Record what a blocking pop took (runs in the pop's greenlet, at once)."""
         tag = self.leases.new_tag()
         queue = self._queue_of_list.get(list_key, list_key)
         self.leases.record(tag, list_key, self.keys.meta(queue), raw)
@@ -274,18 +282,26 @@ class RedisStore(Storage):
         self.leases.requeue(back[::-1])
 
     def _touch(self, queues: Sequence[str]) -> None:
-        """Keep consumed x-expires queues alive (AMQP: a queue in use never expires)."""
-        now = time.monotonic()
-        due = [q for q in queues if q in self._expiring
-               and now - self._touched.get(q, 0.0) > self._expiring[q] / 3000.0]
-        if not due:
-            return
+        """Restart the expiry clock of these x-expires queues."""
         pipe = self.client.pipeline(transaction=False)
-        for queue in due:
-            self._touched[queue] = now
+        for queue in queues:
             for key in [self.keys.meta(queue), *self.keys.lists(queue)]:
-                pipe.pexpire(key, self._expiring[queue])
+                pipe.pexpire(key, self._expires[queue])
         pipe.execute()
+
+    def _keep_alive(self) -> None:
+        """Touch the consumed x-expires queues a few times per expiry period,
+        whatever the consumers are doing."""
+        try:
+            while self._kept:
+                self._touch(sorted(self._kept))
+                pause = min(self._expires[queue] for queue in self._kept) / 3000.0
+                if green.wait_any([self._closing], pause):
+                    return
+        except (redis.RedisError, OSError):
+            pass  # the connection is failing: drain_events reports it
+        finally:
+            self._keeper = None
 
     # -- settling -----------------------------------------------------------------
 
@@ -307,12 +323,13 @@ class RedisStore(Storage):
     def close(self) -> None:
         """Return everything taken but not delivered, and let go of Redis."""
         self.leases.stop()
+        self._kept.clear()
+        self._closing.ring()
         try:
             leftover = self.popper.leftover()
             if leftover is not None:
-                queue, payload = self._record(*leftover)
-                self._ahead.append((queue, payload))
-            self.leases.flush()
+                self._ahead.append(leftover)
+            self.leases.finish()
             self._release_ahead(lambda queue: True)
         except (redis.RedisError, OSError):
             pass  # Redis is gone: the records expire into redelivery

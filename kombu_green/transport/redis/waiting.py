@@ -1,20 +1,20 @@
 """The two ways a Redis connection waits: a blocking pop, and PUB/SUB.
 
 :class:`BlockingPop` runs one ``BRPOP`` over every queue the connection
-consumes, on a connection of its own, in a greenlet of its own. The caller
-waits on that greenlet *and* on its bells (a consumer added, a fanout
-message arrived); when a bell rings first, ``CLIENT UNBLOCK`` ends the pop
-early and atomically -- Redis either hands over one message or none, so
-cutting the wait short never loses one. Because the pop runs in its own
-greenlet, a caller killed while waiting (a ``gevent.Timeout``) leaves the
-pop to finish, and its message to the next caller.
+consumes, on a connection of its own, in a greenlet of its own, which records what it pops
+at once. The caller waits on that greenlet *and* on its bells (a consumer
+added, a fanout message arrived); when a bell rings first, ``CLIENT
+UNBLOCK`` ends the pop early and atomically -- Redis either hands over one
+message or none, so cutting the wait short never loses one. A caller
+interrupted while waiting (a ``gevent.Timeout``) has the pop ended in the
+background, and its message kept for the next delivery.
 
 :class:`Subscriber` reads PUB/SUB messages (fanout exchanges) on another
 dedicated connection, in a reader greenlet, and hands them to a callback.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generic, Iterable, List, Optional, TypeVar
 
 from redis import exceptions as redis_errors
 
@@ -30,64 +30,88 @@ UNBLOCK_RETRY = 0.005
 #: Seconds to wait for Redis to confirm a subscription.
 SUBSCRIBE_TIMEOUT = 10.0
 
-Popped = Tuple[str, bytes]
+T = TypeVar("T")
 
 
-class BlockingPop:
-    """One blocking pop at a time, on a dedicated connection."""
+class BlockingPop(Generic[T]):
+    """One blocking pop at a time, on a dedicated connection.
 
-    def __init__(self, connect: Callable[[], Any], unblock: Callable[[int], Any]) -> None:
+    ``on_popped(key, raw)`` runs in the pop's greenlet the moment Redis
+    hands a message over (the store records it as unacked there), and its
+    result is what :meth:`pop` returns. Each pop's result is *claimed* by
+    exactly one party -- the caller, the caller's successor, the greenlet
+    that finishes an abandoned pop (``on_orphan``) or :meth:`leftover` --
+    so a message is handed on once.
+    """
+
+    def __init__(self, connect: Callable[[], Any], unblock: Callable[[int], Any],
+                 on_popped: Callable[[str, bytes], T], on_orphan: Callable[[T], None]) -> None:
         self._connect = connect
         self._unblock = unblock
+        self._on_popped = on_popped
+        self._on_orphan = on_orphan
         self._conn: Any = None
         self._client_id: Optional[int] = None
         self._can_unblock = True
         self._job: Optional[green.Greenlet] = None
         self._finished = green.Bell()
 
-    def pop(self, keys: List[str], timeout: Optional[float], bells: Iterable[green.Bell]) -> Optional[Popped]:
+    def pop(self, keys: List[str], timeout: Optional[float], bells: Iterable[green.Bell]) -> Optional[T]:
         """Pop from the first non-empty key, waiting up to ``timeout`` (None: no limit).
 
-        Returns None on timeout or when a bell rang first. A pop left over
-        from an interrupted caller is finished first and its result returned.
+        Returns None on timeout or when a bell rang first. If the caller is
+        interrupted (``gevent.Timeout``, a kill), the pop is ended in the
+        background and what it took goes to ``on_orphan``.
         """
-        if self._job is None:
-            self._job = green.spawn(self._run, keys, timeout)
-            self._job.rawlink(lambda _: self._finished.ring())
-        job: green.Greenlet = self._job
-        if not job.ready():
-            green.wait_any([self._finished, *bells])
-        if not job.ready():
-            self.cut_short()
-            job.join()
-        if self._job is not job:
-            return None  # taken over by leftover() (the connection is closing)
-        self._job = None
-        return job.get()
+        earlier = self._job
+        if earlier is not None:  # abandoned, being ended: take its result over
+            earlier.join()
+            if self._claim(earlier) and earlier.successful() and earlier.value is not None:
+                return earlier.value
+        job = self._job = green.spawn(self._run, keys, timeout)
+        job.rawlink(lambda _: self._finished.ring())
+        try:
+            if not job.ready():
+                green.wait_any([self._finished, *bells])
+            if not job.ready():
+                self.cut_short(job)
+        except BaseException:
+            green.spawn(self._abandon, job)
+            raise
+        return job.get() if self._claim(job) else None
 
-    def cut_short(self) -> None:
-        """End the pop in progress now (it returns None, or the message it got).
+    def _claim(self, job: green.Greenlet) -> bool:
+        if self._job is job:
+            self._job = None
+            return True
+        return False
+
+    def _abandon(self, job: green.Greenlet) -> None:
+        self.cut_short(job)
+        if self._claim(job) and job.successful() and job.value is not None:
+            self._on_orphan(job.value)
+
+    def cut_short(self, job: green.Greenlet) -> None:
+        """End ``job``'s pop now and wait for it (it returns None, or the message it got).
 
         The pop and the unblock travel on different connections, so the
         unblock may reach Redis before the pop does and find nothing to
         end: then it is sent again until the pop is over.
         """
-        job = self._job
-        while job is not None and not job.ready():
+        while not job.ready():
             if not self._can_unblock:
-                job.join()  # pops are kept short instead
-                return
+                break  # pops are kept short instead
             if self._client_id is not None:
                 try:
                     if self._unblock(self._client_id):
-                        job.join()
-                        return
+                        break
                 except redis_errors.ResponseError:
                     self._can_unblock = False
                     continue
             job.join(timeout=UNBLOCK_RETRY)
+        job.join()
 
-    def _run(self, keys: List[str], timeout: Optional[float]) -> Optional[Popped]:
+    def _run(self, keys: List[str], timeout: Optional[float]) -> Optional[T]:
         if self._conn is None:
             self._conn = self._connect()
             try:
@@ -107,17 +131,17 @@ class BlockingPop:
         if not reply:
             return None
         key, raw = reply
-        return key.decode(), raw
+        return self._on_popped(key.decode(), raw)
 
-    def leftover(self) -> Optional[Popped]:
-        """Finish a pop nobody waits for any more; return what it took."""
+    def leftover(self) -> Optional[T]:
+        """End a pop nobody waits for any more; return what it took, if ours to hand on."""
         job = self._job
         if job is None:
             return None
-        self.cut_short()
-        self._job = None
-        job.join()
-        return job.value if job.successful() else None
+        self.cut_short(job)
+        if self._claim(job) and job.successful():
+            return job.value
+        return None
 
     def close(self) -> None:
         conn, self._conn, self._client_id = self._conn, None, None
