@@ -1,22 +1,36 @@
-"""Helpers for the benchmarks: URLs, payloads, broker housekeeping, the table.
+"""What the benchmarks share: payloads, the kombu-API code path, the loops,
+the round driver, statistics and the table.
 
-Import this only after the gevent monkey-patching decision: it imports amqp.
+Import this only after the gevent monkey-patching decision: it imports socket.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import socket
 import statistics
-import time
+import sys
 from importlib import metadata
-from typing import Any, Dict, List, Optional, Sequence
-from urllib.parse import quote, unquote, urlsplit
-
-import amqp
+from time import perf_counter
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 LIBS = ("kombu_green", "kombu", "raw")
-TITLES = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw py-amqp"}
-#: (metric, other client, minimum kombu_green/other ratio) the project aims for
-GOALS = [("consume", "kombu", 1.2), ("consume", "raw", 0.9), ("publish", "kombu", 1.0)]
+#: Client key -> column title, and (metric, other client, minimum
+#: kombu_green/other ratio) goals: each bench passes its own to report().
+Titles = Dict[str, str]
+Goals = List[Tuple[str, str, float]]
+Results = Dict[str, Dict[str, List[float]]]
+
+PREFETCH = 100
+DRAIN_TIMEOUT = 10.0  # seconds without any delivery before a run counts as failed
+PING_WARMUP = 50  # round trips done before the recorded ones
+
+
+class BenchError(Exception):
+    """A run that did not deliver what it published: a correctness failure."""
+
 
 PAYLOAD_TEXT = ("kombu_green bench " * 60)[:1000]
 
@@ -27,83 +41,114 @@ def payload(i: int) -> Dict[str, Any]:
 
 
 def json_bytes(i: int) -> bytes:
-    """The same body encoded by hand, for the raw py-amqp column."""
+    """The same body encoded by hand, for the raw clients' column."""
     return json.dumps(payload(i)).encode("utf-8")
 
 
-def broker_params(url: str) -> Dict[str, Any]:
-    """Split an amqp:// URL into the pieces each client wants.
-
-    The path after the first slash is the virtual host, so ``//`` means
-    ``/`` as in kombu.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 5672
-    user = unquote(parts.username or "guest")
-    password = unquote(parts.password or "guest")
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
-    path = "/" + (parts.path[1:] if len(parts.path) > 1 else "/")
-    return {
-        "host": host, "port": port, "userid": user, "password": password,
-        "virtual_host": vhost,
-        "kombu_green_url": f"amqp://{netloc}{path}",
-        "kombu_url": f"pyamqp://{netloc}{path}",
-        "display": f"amqp://{user}@{host}:{port}{path}",
-    }
+# -- kombu and kombu_green: one code path, parametrized by the module ------
 
 
-# -- broker housekeeping, done with plain py-amqp whatever is measured ----
+def km_queue(mod: ModuleType, name: str) -> Any:
+    return mod.Queue(name, exchange=mod.Exchange(""), routing_key=name,
+                     durable=False, auto_delete=False)
 
 
-class BenchError(Exception):
-    """A run that did not deliver what it published: a correctness failure."""
-
-
-def raw_connect(params: Dict[str, Any]) -> amqp.Connection:
-    """A plain py-amqp connection, for the raw column and for housekeeping."""
-    conn = amqp.Connection(host=f"{params['host']}:{params['port']}",
-                           userid=params["userid"], password=params["password"],
-                           virtual_host=params["virtual_host"])
-    conn.connect()
-    return conn
-
-
-def await_count(params: Dict[str, Any], name: str, n: int, wait: float = 10.0) -> None:
-    """The queue must come to hold n messages (the broker's count lags a little)."""
-    conn = raw_connect(params)
-    try:
+def km_publish(mod: ModuleType, url: str, name: str, n: int) -> float:
+    """Publish n messages; the clock stops after a passive declare answers."""
+    with mod.Connection(url) as conn:
         channel = conn.channel()
-        deadline = time.monotonic() + wait
-        while True:
-            count = channel.queue_declare(name, passive=True).message_count
-            if count == n:
-                return
-            if count > n or time.monotonic() > deadline:
-                raise BenchError(f"queue holds {count} messages after publishing {n}")
-            time.sleep(0.01)
-    finally:
-        conn.close()
+        queue = km_queue(mod, name)(channel)
+        queue.declare()
+        producer = mod.Producer(channel)
+        start = perf_counter()
+        for i in range(n):
+            producer.publish(payload(i), routing_key=name, exchange="",
+                             serializer="json", delivery_mode=2)
+        queue.queue_declare(passive=True)  # one round trip: nothing left in buffers
+        return perf_counter() - start
 
 
-def sweep(params: Dict[str, Any], queues: List[str]) -> int:
-    """Delete every queue the bench declared; return how many were left over."""
-    leftover = 0
-    conn = raw_connect(params)
-    try:
-        for name in queues:
-            channel = conn.channel()
-            try:
-                channel.queue_declare(name, passive=True)
-            except amqp.exceptions.NotFound:
-                continue  # the run deleted it, as it should
-            leftover += 1
-            channel.queue_delete(name)
-            channel.close()
-    finally:
-        conn.close()
-    return leftover
+def km_consume(mod: ModuleType, url: str, name: str, n: int) -> Tuple[float, List[int]]:
+    """Consume n messages with manual acks; the queue is deleted afterwards."""
+    ids: List[int] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        ids.append(body["id"])
+        message.ack()
+
+    with mod.Connection(url) as conn:
+        channel = conn.channel()
+        queue = km_queue(mod, name)(channel)
+        consumer = mod.Consumer(channel, queues=[queue], callbacks=[on_message],
+                                accept=["json"])
+        consumer.qos(prefetch_count=PREFETCH)
+        consumer.consume()
+        start = perf_counter()
+        drain_until(conn.drain_events, ids, n)
+        elapsed = perf_counter() - start
+        consumer.cancel()
+        queue.delete()
+    return elapsed, ids
+
+
+def km_ping(mod: ModuleType, url: str, name: str, m: int) -> List[float]:
+    """m publish-to-delivery round trips over two connections, in seconds."""
+    arrived: List[float] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        arrived.append(perf_counter())
+        message.ack()
+
+    with mod.Connection(url) as pconn, mod.Connection(url) as cconn:
+        queue = km_queue(mod, name)(cconn.channel())
+        queue.declare()
+        producer = mod.Producer(pconn.channel())
+        consumer = mod.Consumer(queue.channel, queues=[queue], callbacks=[on_message],
+                                accept=["json"])
+        consumer.qos(prefetch_count=PREFETCH)
+        consumer.consume()
+
+        def send(i: int) -> None:
+            producer.publish(payload(i), routing_key=name, exchange="",
+                             serializer="json", delivery_mode=2)
+
+        latencies = ping_loop(send, cconn.drain_events, arrived, m)
+        consumer.cancel()
+        queue.delete()
+    return latencies
+
+
+# -- loops shared by every client ---------------------------------------------
+
+
+def drain_until(drain: Callable[..., Any], received: List[Any], n: int) -> None:
+    """Call drain_events until n messages arrived; a silent broker fails the run."""
+    while len(received) < n:
+        try:
+            drain(timeout=DRAIN_TIMEOUT)
+        except (socket.timeout, TimeoutError):
+            raise BenchError(f"received {len(received)} of {n} messages, then "
+                             f"nothing for {DRAIN_TIMEOUT:.0f}s") from None
+
+
+def ping_loop(send: Callable[[int], None], drain: Callable[..., Any],
+              arrived: List[float], m: int) -> List[float]:
+    """Publish one message, drain until it arrives; the same for every client."""
+    latencies: List[float] = []
+    for i in range(PING_WARMUP + m):
+        start = perf_counter()
+        send(i)
+        drain_until(drain, arrived, i + 1)
+        if i >= PING_WARMUP:
+            latencies.append(arrived[i] - start)
+    return latencies
+
+
+def check_ids(ids: List[int], n: int) -> None:
+    if len(ids) != n or sorted(ids) != list(range(n)):
+        missing = n - len(set(ids) & set(range(n)))
+        raise BenchError(f"consumed {len(ids)} messages for {n} published, "
+                         f"{missing} expected ids missing")
 
 
 # -- statistics and the table ------------------------------------------------
@@ -166,8 +211,9 @@ def summarize(results: Dict[str, Dict[str, List[float]]]) -> Dict[str, Dict[str,
             for lib, r in results.items()}
 
 
-def report(summary: Dict[str, Dict[str, Any]], libs: List[str]) -> Dict[str, Any]:
-    """Print the table; return the ratios."""
+def report(summary: Dict[str, Dict[str, Any]], libs: List[str], titles: Titles,
+           goals: Goals) -> Dict[str, Any]:
+    """Print the table and how each goal fared; return the ratios."""
     metrics = [("publish", "publish msg/s (higher is better)"),
                ("consume", "consume msg/s (higher is better)"),
                ("p50", "ping p50 us (lower is better)"),
@@ -181,13 +227,119 @@ def report(summary: Dict[str, Dict[str, Any]], libs: List[str]) -> Dict[str, Any
         ratios[key] = {"kombu_green/kombu": vs_kombu, "kombu_green/raw": vs_raw}
         rows.append([label] + [fmt(get(lib, key)) if lib in libs else "-" for lib in LIBS]
                     + [fmt_ratio(vs_kombu), fmt_ratio(vs_raw)])
-    print(table(["metric"] + [TITLES[lib] for lib in LIBS]
+    print(table(["metric"] + [titles[lib] for lib in LIBS]
                 + ["kombu_green/kombu", "kombu_green/raw"], rows))
     marks = []
-    for key, other, target in GOALS:
+    for key, other, target in goals:
         value = ratios[key][f"kombu_green/{other}"]
         shown = "n/a" if value is None else f"{value:.3f}x, " + (
             "met" if value >= target else "missed")
-        marks.append(f"{key} >= {target:.1f}x {TITLES[other]} ({shown})")
+        marks.append(f"{key} >= {target:.1f}x {titles[other]} ({shown})")
     print("goals: " + "; ".join(marks))
     return ratios
+
+
+# -- the driver: options, interleaved rounds, the result -------------------
+
+Runners = Tuple[Callable[[str, int], float], Callable[[str, int], Tuple[float, List[int]]],
+                Callable[[str, int], List[float]]]
+
+
+def make_parser(description: str, url_env: str, default_url: str) -> argparse.ArgumentParser:
+    """The options every bench takes; a bench may add its own before parse()."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", default=os.environ.get(url_env, default_url))
+    parser.add_argument("-n", "--messages", type=int, default=20000)
+    parser.add_argument("--pings", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default=",".join(LIBS),
+                        help="comma-separated subset of: " + ",".join(LIBS))
+    parser.add_argument("--no-patch", action="store_true",
+                        help="do not call gevent.monkey.patch_all() first")
+    parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line; ``args.libs`` is the list of clients to run."""
+    args = parser.parse_args()
+    args.libs = [lib.strip() for lib in args.only.split(",") if lib.strip()]
+    unknown = set(args.libs) - set(LIBS)
+    if unknown or not args.libs:
+        parser.error(f"--only takes a subset of {','.join(LIBS)}")
+    return args
+
+
+def env_line(env: Dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in env.items())
+
+
+class Run:
+    """The figures, declared queues and errors of one bench invocation."""
+
+    def __init__(self, args: argparse.Namespace, titles: Titles, goals: Goals) -> None:
+        self.args, self.titles, self.goals = args, titles, goals
+        self.results: Results = {lib: {"publish": [], "consume": [], "p50": [], "p99": []}
+                                 for lib in args.libs}
+        self.queues: List[str] = []
+        self.errors: List[str] = []
+
+    def round(self, lib: str, rnd: int, runners: Runners,
+              settle: Callable[[str, int], None], base: str) -> None:
+        """One publish, consume and ping-pong run of one client, with its checks.
+
+        ``settle(queue, n)`` raises BenchError unless the queue holds n messages.
+        """
+        publish, consume, ping = runners
+        n, name = self.args.messages, base + ".tput"
+        self.queues.append(name)
+        elapsed = publish(name, n)
+        settle(name, n)
+        self.results[lib]["publish"].append(n / elapsed)
+        elapsed, ids = consume(name, n)
+        check_ids(ids, n)
+        self.results[lib]["consume"].append(n / elapsed)
+        self.queues.append(base + ".ping")
+        latencies = [s * 1e6 for s in ping(base + ".ping", self.args.pings)]
+        self.results[lib]["p50"].append(percentile(latencies, 50))
+        self.results[lib]["p99"].append(percentile(latencies, 99))
+        r = self.results[lib]
+        print(f"  round {rnd + 1} {self.titles[lib]:<12} publish {r['publish'][-1]:>9,.0f}/s  "
+              f"consume {r['consume'][-1]:>9,.0f}/s  p50 {r['p50'][-1]:>6,.0f}us  "
+              f"p99 {r['p99'][-1]:>6,.0f}us", file=sys.stderr, flush=True)
+
+    def interleave(self, one_round: Callable[[str, int], None]) -> None:
+        """Every round runs each client once, rotating who goes first; a client
+        that fails is dropped for the remaining rounds, the others carry on."""
+        libs = self.args.libs
+        active = list(libs)
+        for rnd in range(self.args.repeat):
+            shift = rnd % len(libs)
+            for lib in libs[shift:] + libs[:shift]:
+                if lib not in active:
+                    continue
+                try:
+                    one_round(lib, rnd)
+                except Exception as exc:  # one broken client must not hide the others
+                    self.errors.append(f"{self.titles[lib]} round {rnd + 1}: "
+                                       f"{type(exc).__name__}: {exc}")
+                    print("  " + self.errors[-1], file=sys.stderr, flush=True)
+                    active.remove(lib)
+
+    def finish(self, env: Dict[str, Any], notes: Sequence[str] = (),
+               extra: Optional[Dict[str, Any]] = None) -> int:
+        """Print the table, the notes and the errors; write --json; the exit status."""
+        summary = summarize(self.results)
+        print()
+        print(env_line(env))
+        ratios = report(summary, self.args.libs, self.titles, self.goals)
+        for note in notes:
+            print(note)
+        for err in self.errors:
+            print("ERROR: " + err)
+        if self.args.json:
+            with open(self.args.json, "w") as fh:
+                json.dump({"env": env, "runs": self.results, "summary": summary,
+                           "ratios": ratios, "errors": self.errors, **(extra or {})},
+                          fh, indent=2)
+        return 1 if self.errors else 0
