@@ -94,7 +94,7 @@ class Leases:
             self.flush()
         except Exception as exc:  # noqa: BLE001 - the records expire into redelivery
             logger.warning("could not write %d acks (the messages will be redelivered after "
-                           "the visibility timeout): %s", len(self._outbox), exc)
+                           "the visibility timeout): %s", getattr(exc, "unwritten", 0), exc)
         finally:
             self._flusher = None
 
@@ -105,7 +105,11 @@ class Leases:
             pipe = self.client.pipeline(transaction=False)
             pipe.hdel(self.keys.unacked, *tags)
             pipe.zrem(self.keys.unacked_index, *tags)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except Exception as exc:
+                exc.unwritten = len(tags)  # type: ignore[attr-defined]
+                raise
 
     def finish(self) -> None:
         """Wait for acks being written, then write the rest (before closing)."""
