@@ -204,10 +204,10 @@ class RedisStore(Storage):
             return item[1]
         if queue in self._expires:
             self._touch([queue])
-        taken = self.leases.take(self.keys.lists(queue), [self.keys.meta(queue)] * len(self.keys.steps), 1)
+        taken = self._take(*self._lists_of([queue]), 1)
         if not taken:
             raise Empty()
-        return decode(taken[0][2], taken[0][1])
+        return taken[0][1]
 
     @translated
     def get_any(self, queues: Sequence[str], timeout: Optional[float],
@@ -220,10 +220,9 @@ class RedisStore(Storage):
         if item is not None:
             return item
         lists, metas = self._lists_of(queues)
-        taken = self.leases.take(lists, metas, max(1, batch))
+        taken = self._take(lists, metas, max(1, batch))
         if taken:
-            for list_key, tag, raw in taken:
-                self._ahead.append((self._queue_of_list[list_key], decode(raw, tag)))
+            self._ahead.extend(taken)
             return self._ahead.popleft()
         if timeout is not None and timeout <= 0:
             raise Empty()
@@ -236,6 +235,25 @@ class RedisStore(Storage):
         if item is not None:
             return item
         raise Empty()
+
+    def _take(self, lists: List[str], metas: List[str], count: int) -> List[Tuple[str, Payload]]:
+        """Take and record up to ``count`` messages, shielded from interruption.
+
+        The round trip runs in a greenlet of its own: if the caller is
+        interrupted (``gevent.Timeout``) meanwhile, the messages it took are
+        kept for the next delivery instead of vanishing with the reply.
+        """
+        job = green.spawn(self._take_now, lists, metas, count)
+        try:
+            job.join()
+        except BaseException:
+            job.rawlink(lambda done: self._ahead.extend(done.value or ()) if done.successful() else None)
+            raise
+        return job.get()
+
+    def _take_now(self, lists: List[str], metas: List[str], count: int) -> List[Tuple[str, Payload]]:
+        return [(self._queue_of_list.get(key, key), decode(raw, tag))
+                for key, tag, raw in self.leases.take(lists, metas, count)]
 
     def _keep(self, popped: Tuple[str, Payload]) -> None:
         """A message popped for a caller that was interrupted: deliver it next."""
