@@ -108,6 +108,10 @@ class BlockingPop(Generic[T]):
                 except redis_errors.ResponseError:
                     self._can_unblock = False
                     continue
+                except Exception:
+                    if job.ready():
+                        break  # ended meanwhile (the connection is closing)
+                    raise
             job.join(timeout=UNBLOCK_RETRY)
         job.join()
 

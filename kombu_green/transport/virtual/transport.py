@@ -135,6 +135,10 @@ class Transport(base.Transport):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise socket.timeout("timed out") from None
                 continue
+            except Exception as exc:
+                if not self._connected:  # closed under us: that is the news, not how the wait broke
+                    raise ConnectionClosed("Connection was closed while drain_events() waited") from exc
+                raise
             if self._dispatch(queue, payload):
                 return
 
