@@ -140,8 +140,11 @@ def test_tls_options_merge_url_and_ssl_argument() -> None:
     (redis_errors.ConnectionError("Error 111 connecting"), OperationalError),
     (redis_errors.TimeoutError("Timeout reading"), OperationalError),
     (ConnectionRefusedError(111, "Connection refused"), OperationalError),
+    (redis_errors.ConnectionError("Error 1 connecting: [SSL: CERTIFICATE_VERIFY_FAILED] failed"),
+     OperationalError),
 ])
 def test_driver_errors_become_ours_and_name_the_server(error: Exception, kind: type) -> None:
     translated = translate(error, "10.0.0.1:6379")
     assert isinstance(translated, kind)
     assert "10.0.0.1:6379" in str(translated)
+    assert ("TLS" in str(translated)) == ("SSL" in str(error))

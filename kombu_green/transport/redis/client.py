@@ -149,7 +149,7 @@ def translate(exc: BaseException, where: str) -> BaseException:
     """The kombu_green error for a redis-py or socket error (names host:port, never the password)."""
     if isinstance(exc, errors.KombuError):
         return exc
-    text = str(exc).strip() or type(exc).__name__
+    text = (str(exc).strip() or type(exc).__name__).rstrip(".")
     if isinstance(exc, (redis_errors.AuthenticationError, redis_errors.AuthenticationWrongNumberOfArgsError)):
         return errors.AccessRefused(
             f"Redis at {where} refused the credentials ({text}); check the user and password in the URL")
@@ -157,6 +157,11 @@ def translate(exc: BaseException, where: str) -> BaseException:
         return errors.AccessRefused(f"Redis at {where} refused access: {text}")
     if isinstance(exc, redis_errors.ReadOnlyError):
         return errors.ConnectionClosed(f"Redis at {where} is a read-only replica now (failover?): {text}")
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__ or exc.__context__, ssl.SSLError) \
+            or "[SSL" in text:
+        return errors.OperationalError(
+            f"TLS failed with Redis at {where}: {text}. Check that the port speaks TLS and that "
+            "ssl_ca_certs names the CA that signed the server's certificate")
     if isinstance(exc, (redis_errors.TimeoutError, socket.timeout)):
         return errors.OperationalError(f"Timed out talking to Redis at {where}: {text}")
     if isinstance(exc, (redis_errors.ConnectionError, OSError)):
