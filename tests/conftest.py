@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -36,3 +36,12 @@ def require_server(name: str, host: str, port: int) -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+def error_chain(exc: Optional[BaseException]) -> Iterator[BaseException]:
+    """``exc`` and every error it was raised from (to check none leaks a secret)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__

@@ -39,6 +39,7 @@ from kombu_green.exceptions import (
     PublishTimeout,
 )
 
+from ..conftest import error_chain
 from ..conformance import WAIT, drain_until, get_soon
 from .amqp_support import AMQP_URL, AMQPS_URL, amqps_url, require_rabbitmq
 
@@ -60,14 +61,6 @@ def _with(url: str, password: Optional[str] = None, port: Optional[int] = None) 
     parsed = urllib.parse.urlsplit(url)
     netloc = f"{parsed.username}:{password or parsed.password}@{parsed.hostname}:{port or parsed.port}"
     return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
-
-
-def _error_chain(exc: Optional[BaseException]) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 WHERE = _where(AMQP_URL)
@@ -504,7 +497,7 @@ def test_wrong_password_is_refused_without_revealing_it() -> None:
         conn.connect()
     assert isinstance(info.value, AccessRefused)
     assert WHERE in str(info.value)
-    for exc in _error_chain(info.value):
+    for exc in error_chain(info.value):
         assert SECRET not in str(exc) and SECRET not in repr(exc)
     assert SECRET not in repr(conn)
     conn.close()
@@ -515,7 +508,7 @@ def test_closed_port_raises_operational_error_naming_it() -> None:
     where = f"{urllib.parse.urlsplit(AMQP_URL).hostname}:1"
     with gevent.Timeout(WAIT), pytest.raises(OperationalError, match=where) as info:
         conn.connect()
-    for exc in _error_chain(info.value):
+    for exc in error_chain(info.value):
         assert SECRET not in str(exc)
     conn.close()
 

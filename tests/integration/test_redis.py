@@ -15,7 +15,7 @@ import base64
 import json
 import socket
 import uuid
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import gevent
 import gevent.event
@@ -28,13 +28,6 @@ from ..conformance import WAIT, drain_until
 from .redis_keyspace import Keyspace, consume, declare, publish
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def space() -> Iterator[Keyspace]:
-    keyspace = Keyspace()
-    yield keyspace
-    keyspace.delete_all()
 
 
 def _collector(received: List[Any], ack: bool = True) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.parse
-from typing import Iterator, Optional
 
 import gevent
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from kombu_green import Connection, Queue
 from kombu_green.exceptions import AccessRefused, ConfigurationError, OperationalError
 
+from ..conftest import error_chain
 from ..conformance import WAIT, drain_until
 from ..unit.test_examples import EXAMPLES, EXPECTED
 from .redis_keyspace import Keyspace, consume, declare, publish
@@ -29,24 +29,9 @@ pytestmark = pytest.mark.redis
 SECRET = "wrong-secret-123"
 
 
-@pytest.fixture
-def space() -> Iterator[Keyspace]:
-    keyspace = Keyspace()
-    yield keyspace
-    keyspace.delete_all()
-
-
 def _where(url: str) -> str:
     parsed = urllib.parse.urlsplit(url)
     return f"{parsed.hostname}:{parsed.port}"
-
-
-def _error_chain(exc: Optional[BaseException]) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -60,7 +45,7 @@ def test_a_wrong_password_is_refused_without_revealing_it(space: Keyspace) -> No
         with gevent.Timeout(WAIT), pytest.raises(AccessRefused) as info:
             conn.connect()
         assert _where(space.url) in str(info.value)
-        for exc in _error_chain(info.value):
+        for exc in error_chain(info.value):
             assert SECRET not in str(exc) and SECRET not in repr(exc)
         assert SECRET not in repr(conn)
         conn.close()
@@ -76,7 +61,7 @@ def test_an_unreachable_port_raises_operational_error_naming_it(space: Keyspace)
     conn = Connection(space.url_as("", SECRET, port=1), connect_timeout=2)
     with gevent.Timeout(WAIT), pytest.raises(OperationalError, match=f"{parsed.hostname}:1") as info:
         conn.connect()
-    for exc in _error_chain(info.value):
+    for exc in error_chain(info.value):
         assert SECRET not in str(exc)
     conn.close()
 

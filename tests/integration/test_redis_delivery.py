@@ -15,7 +15,6 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
 
 import gevent
 import gevent.subprocess
@@ -30,13 +29,6 @@ pytestmark = pytest.mark.redis
 
 #: Restore leases held longer than 1 s, looking every 0.2 s.
 SHORT_LEASES = {"visibility_timeout": 1, "unacked_restore_interval": 0.2}
-
-
-@pytest.fixture
-def space() -> Iterator[Keyspace]:
-    keyspace = Keyspace()
-    yield keyspace
-    keyspace.delete_all()
 
 
 # -- visibility timeout -------------------------------------------------------------------

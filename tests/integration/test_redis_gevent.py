@@ -34,13 +34,6 @@ from .redis_keyspace import Keyspace, consume, declare, publish, quiet
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def space() -> Iterator[Keyspace]:
-    keyspace = Keyspace()
-    yield keyspace
-    keyspace.delete_all()
-
-
 # -- many greenlets, one connection -------------------------------------------------------
 
 
