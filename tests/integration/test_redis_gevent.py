@@ -25,7 +25,7 @@ import gevent.socket
 import pytest
 import redis
 
-from kombu_green import Connection, Consumer, Producer, Queue
+from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 from kombu_green.exceptions import ConnectionClosed, OperationalError
 
 from ..conformance import WAIT, drain_until, get_soon
@@ -333,6 +333,24 @@ def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, 
         assert isinstance(waiter.exception, OperationalError), repr(waiter.exception)
         assert f"127.0.0.1:{proxy.port}" in str(waiter.exception)
         publish(conn, "q", ["after the drop"])
+        drain_until(conn, lambda: received)
+        assert [m.payload for m in received] == ["after the drop"]
+
+
+def test_fanout_subscriptions_are_renewed_after_a_dropped_connection(space: Keyspace, proxy: Proxy) -> None:
+    """PUB/SUB lost under a fanout consumer: the next drain_events reports it once (the
+    messages of the gap are gone), the one after subscribes again and delivers."""
+    exchange = Exchange("fan", "fanout")
+    queue = Queue("fan-q", exchange)
+    with _through(space, proxy) as conn, space.connect() as publisher:
+        received: List[Any] = []
+        Consumer(conn.channel(), [queue], callbacks=[lambda body, m: (received.append(m), m.ack())]).consume()
+        proxy.drop()
+        with pytest.raises(OperationalError):
+            drain_until(conn, lambda: False)
+        with pytest.raises(socket.timeout):
+            conn.drain_events(timeout=0.2)  # subscribes again, then waits
+        Producer(publisher.channel(), exchange).publish("after the drop")
         drain_until(conn, lambda: received)
         assert [m.payload for m in received] == ["after the drop"]
 

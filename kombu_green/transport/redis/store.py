@@ -77,6 +77,7 @@ class RedisStore(Storage):
         self._fanned: Deque[Tuple[str, Payload]] = deque()
         self._arrived = green.Bell()
         self._failure: Optional[BaseException] = None
+        self._resubscribe = False
         self._queue_of_list: Dict[str, str] = {}
         self._fanout_queues: Dict[str, Set[str]] = {}
         #: x-expires (ms) of queues declared or consumed here; the consumed
@@ -197,6 +198,22 @@ class RedisStore(Storage):
         self._failure = exc
         self._arrived.ring()
 
+    def _check_subscriptions(self) -> None:
+        """Report a lost PUB/SUB connection once, then subscribe again.
+
+        Fanout messages published in between are gone (PUB/SUB keeps
+        nothing), so the caller hears of the gap before anything else.
+        """
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self.subscriber.close()
+            self._resubscribe = True
+            raise failure
+        if self._resubscribe:
+            for exchange in list(self._fanout_queues):
+                self.subscriber.subscribe(self.keys.fanout_channel(exchange))
+            self._resubscribe = False
+
     @translated
     def get(self, queue: str) -> Payload:
         item = self._next_local({queue})
@@ -213,8 +230,7 @@ class RedisStore(Storage):
     def get_any(self, queues: Sequence[str], timeout: Optional[float],
                 interrupt: Optional[green.Bell] = None, batch: int = 1) -> Tuple[str, Payload]:
         """Serve what is here already, else take a batch, else block on all queues at once."""
-        if self._failure is not None:
-            raise self._failure  # PUB/SUB is gone: reconnect (every call says so)
+        self._check_subscriptions()
         wanted = set(queues)
         item = self._next_local(wanted)
         if item is not None:
