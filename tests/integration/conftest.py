@@ -1,11 +1,13 @@
 """Fixtures shared by the integration tests."""
 from __future__ import annotations
 
+import urllib.parse
 from typing import Iterator
 
 import pytest
 
 from .redis_keyspace import Keyspace
+from .redis_proxy import Proxy
 
 
 @pytest.fixture
@@ -14,3 +16,12 @@ def space() -> Iterator[Keyspace]:
     keyspace = Keyspace()
     yield keyspace
     keyspace.delete_all()
+
+
+@pytest.fixture
+def proxy(space: Keyspace) -> Iterator[Proxy]:
+    """A proxy in front of the test Redis (see :mod:`.redis_proxy`)."""
+    parsed = urllib.parse.urlsplit(space.url)
+    made = Proxy(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+    yield made
+    made.close()

@@ -14,14 +14,11 @@ from __future__ import annotations
 import collections
 import socket
 import time
-import urllib.parse
 import uuid
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import gevent
 import gevent.event
-import gevent.server
-import gevent.socket
 import pytest
 import redis
 
@@ -30,6 +27,7 @@ from kombu_green.exceptions import ConnectionClosed, OperationalError
 
 from ..conformance import WAIT, drain_until, get_soon
 from .redis_keyspace import Keyspace, consume, declare, publish, quiet
+from .redis_proxy import Proxy, through
 
 pytestmark = pytest.mark.redis
 
@@ -128,90 +126,6 @@ def test_an_interrupted_drain_loses_nothing(space: Keyspace) -> None:
         space.wait_for(lambda: space.unacked() == 0, "the ack reached Redis")
 
 
-class Proxy:
-    """A TCP proxy in front of Redis that can hold back the reply to the next script
-    (EVALSHA) a client sends -- so a call can be interrupted, deterministically, after
-    Redis ran its command and before the reply reaches it -- and drop every connection."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.armed = False
-        self.holding_new = False
-        self._holds: List[gevent.event.Event] = []
-        self._handlers: List[gevent.Greenlet] = []
-        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._handle)
-        self.server.start()
-        self.port = self.server.server_port
-
-    def hold_next_script_reply(self) -> None:
-        self.armed = True
-
-    def hold_new_connections(self) -> None:
-        """Connections opened from now on get no reply until :meth:`release`."""
-        self.holding_new = True
-
-    def release(self) -> None:
-        self.armed = self.holding_new = False
-        for hold in self._holds:
-            hold.set()
-
-    def drop(self) -> None:
-        """Cut every connection made through the proxy so far (new ones are accepted)."""
-        gevent.killall(self._handlers)
-
-    def _handle(self, client: Any, address: Any) -> None:
-        self._handlers.append(gevent.getcurrent())
-        released = gevent.event.Event()
-        if not self.holding_new:
-            released.set()
-        self._holds.append(released)
-        upstream = gevent.socket.create_connection(self.target)
-        try:
-            pumps = [gevent.spawn(self._pump, client, upstream, released, False),
-                     gevent.spawn(self._pump, upstream, client, released, True)]
-            try:
-                gevent.joinall(pumps, count=1)
-            finally:
-                gevent.killall(pumps)
-        finally:
-            upstream.close()
-            client.close()
-
-    def _pump(self, source: Any, sink: Any, released: gevent.event.Event, replies: bool) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    return
-                if replies:
-                    released.wait()
-                elif self.armed and b"EVALSHA" in data:
-                    self.armed = False
-                    released.clear()  # this connection's replies wait from now on
-                sink.sendall(data)
-        except OSError:
-            return
-
-    def close(self) -> None:
-        self.release()
-        self.server.stop()
-        gevent.killall(self._handlers)
-
-
-@pytest.fixture
-def proxy(space: Keyspace) -> Iterator[Proxy]:
-    parsed = urllib.parse.urlsplit(space.url)
-    made = Proxy(parsed.hostname or "127.0.0.1", parsed.port or 6379)
-    yield made
-    made.close()
-
-
-def _through(space: Keyspace, proxy: Proxy, **options: Any) -> Connection:
-    parsed = urllib.parse.urlsplit(space.url)
-    url = urllib.parse.urlunsplit(parsed._replace(netloc=f"127.0.0.1:{proxy.port}"))
-    return Connection(url, transport_options=space.options(**options))
-
-
 def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Keyspace, proxy: Proxy) -> None:
     """100 messages wait; drain_events is interrupted (gevent.Timeout) after Redis took a
     batch for it but before the reply arrived: the next calls still deliver every message."""
@@ -219,7 +133,7 @@ def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Keyspace,
     with space.connect() as publisher:
         declare(publisher, "q")
         publish(publisher, "q", range(total))
-    with _through(space, proxy) as conn:
+    with through(space, proxy) as conn:
         received = consume(conn, "q")
         proxy.hold_next_script_reply()
         with gevent.Timeout(0.3, False):
@@ -243,7 +157,7 @@ def test_an_interrupted_get_loses_nothing(space: Keyspace, proxy: Proxy) -> None
     with space.connect() as publisher:
         declare(publisher, "q")
         publish(publisher, "q", ["first", "second"])
-    with _through(space, proxy) as conn:
+    with through(space, proxy) as conn:
         queue = Queue("q")(conn.channel())
         proxy.hold_next_script_reply()
         got: List[Any] = []
@@ -309,7 +223,7 @@ def test_closing_a_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, 
     """drain_events() with no timeout must not outlive its connection: ConnectionClosed,
     even when Redis is slow to accept the connections opened meanwhile."""
     name = f"kgt-{uuid.uuid4().hex[:10]}"
-    conn = _through(space, proxy, client_name=name)
+    conn = through(space, proxy, client_name=name)
     try:
         waiter, _ = _waiting(space, conn, name)
         proxy.hold_new_connections()
@@ -325,7 +239,7 @@ def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, 
     """The network dropping under a waiting consumer raises OperationalError naming
     host:port instead of hanging; the next drain_events connects again and delivers."""
     name = f"kgt-{uuid.uuid4().hex[:10]}"
-    with _through(space, proxy, client_name=name) as conn:
+    with through(space, proxy, client_name=name) as conn:
         waiter, received = _waiting(space, conn, name)
         proxy.drop()
         with gevent.Timeout(WAIT):
@@ -342,7 +256,7 @@ def test_fanout_subscriptions_are_renewed_after_a_dropped_connection(space: Keys
     messages of the gap are gone), the one after subscribes again and delivers."""
     exchange = Exchange("fan", "fanout")
     queue = Queue("fan-q", exchange)
-    with _through(space, proxy) as conn, space.connect() as publisher:
+    with through(space, proxy) as conn, space.connect() as publisher:
         received: List[Any] = []
         Consumer(conn.channel(), [queue], callbacks=[lambda body, m: (received.append(m), m.ack())]).consume()
         proxy.drop()
