@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=$ROOT/.brokers
 TLS_DIR=$STATE/tls
-BROKERS=(rabbitmq redis)
+BROKERS=(rabbitmq redis beanstalkd mongodb)
 READY_TIMEOUT=60   # seconds to wait for a broker to answer
 STOP_TIMEOUT=15    # seconds to wait after SIGTERM before SIGKILL
 
@@ -72,6 +72,25 @@ wait_gone() {   # PID SECONDS
         sleep 0.1
     done
     ! alive "$1"
+}
+
+# Stop a daemon by its recorded pid (see running_pid): SIGTERM, then SIGKILL
+# after STOP_TIMEOUT seconds.
+stop_daemon() {   # NAME PATTERN LABEL
+    local pid
+    if pid=$(running_pid "$1" "$2"); then
+        say "stopping $3 (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
+            say "$3 still alive after ${STOP_TIMEOUT}s: killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+            wait_gone "$pid" 5 || die "could not kill $3 (pid $pid)"
+        fi
+        say "$3 stopped"
+    else
+        say "$3 not running"
+    fi
+    rm -f "$STATE/$1/pid"
 }
 
 # True if something accepts connections on 127.0.0.1:PORT (listening there
@@ -405,27 +424,9 @@ EOF
     die "redis not ready after ${READY_TIMEOUT}s (see $d)"
 }
 
-# Stop one of the two daemons by its recorded pid: SIGTERM, then SIGKILL.
-stop_redis_daemon() {   # NAME PATTERN LABEL
-    local pid
-    if pid=$(running_pid "$1" "$2"); then
-        say "stopping $3 (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-        if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-            say "$3 still alive after ${STOP_TIMEOUT}s: killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_gone "$pid" 5 || die "could not kill $3 (pid $pid)"
-        fi
-        say "$3 stopped"
-    else
-        say "$3 not running"
-    fi
-    rm -f "$STATE/$1/pid"
-}
-
 stop_redis() {
-    stop_redis_daemon redis/sentinel sentinel "redis sentinel"
-    stop_redis_daemon redis redis-server redis
+    stop_daemon redis/sentinel sentinel "redis sentinel"
+    stop_daemon redis redis-server redis
 }
 
 status_redis() {
@@ -458,6 +459,181 @@ env_redis() {
     fi
     echo "export KOMBU_GREEN_SENTINEL_URL=sentinel://127.0.0.1:26379/0"
     echo "export KOMBU_GREEN_SENTINEL_MASTER=$REDIS_MASTER"
+}
+
+# --- beanstalkd -----------------------------------------------------------
+
+# In memory only (no binlog): every start begins from an empty broker.
+BEANSTALK_DIR=$STATE/beanstalkd
+BEANSTALK_PORT=11300
+
+# True if beanstalkd answers the stats command with "OK <bytes>". The
+# statistics that follow are read too: closing with unread data resets the
+# connection, which beanstalkd would log.
+beanstalkd_ready() {
+    tcp_open "$BEANSTALK_PORT" || return 1
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$BEANSTALK_PORT"
+        printf 'stats\r\n' >&3
+        IFS= read -r -t 2 line <&3
+        line=${line%$'\r'}
+        [[ $line =~ ^OK\ ([0-9]+)$ ]] || exit 1
+        read -r -t 2 -N "$((BASH_REMATCH[1] + 2))" _ <&3 || true
+    ) 2>/dev/null
+}
+
+start_beanstalkd() {
+    local pid i d=$BEANSTALK_DIR
+    if pid=$(running_pid beanstalkd); then
+        if beanstalkd_ready; then
+            say "beanstalkd already running (pid $pid)"
+            return
+        fi
+        say "beanstalkd (pid $pid) is running but not answering yet"
+    else
+        command -v beanstalkd >/dev/null || apt_install beanstalkd
+        refuse_busy_ports "$BEANSTALK_PORT"
+
+        rm -rf "$d"
+        mkdir -p "$d"
+        say "starting beanstalkd"
+        (
+            cd "$d"
+            exec setsid beanstalkd -l 127.0.0.1 -p "$BEANSTALK_PORT" \
+                </dev/null >"$d/server.log" 2>&1
+        ) &
+        pid=$!
+        echo "$pid" >"$d/pid"
+    fi
+
+    for ((i = 0; i < READY_TIMEOUT * 20; i++)); do
+        if ! alive "$pid"; then
+            show_logs "$d/server.log"
+            die "beanstalkd exited during startup"
+        fi
+        if beanstalkd_ready; then
+            say "beanstalkd ready (pid $pid) on 127.0.0.1:$BEANSTALK_PORT"
+            return
+        fi
+        sleep 0.05
+    done
+    show_logs "$d/server.log"
+    die "beanstalkd not ready after ${READY_TIMEOUT}s (pid $pid still running; see $d)"
+}
+
+stop_beanstalkd() {
+    stop_daemon beanstalkd beanstalkd beanstalkd
+}
+
+status_beanstalkd() {
+    local pid
+    if ! pid=$(running_pid beanstalkd); then
+        echo "beanstalkd: stopped"
+        return 1
+    fi
+    if beanstalkd_ready; then
+        echo "beanstalkd: running (pid $pid, port $BEANSTALK_PORT)"
+    else
+        echo "beanstalkd: not answering (pid $pid)"
+        return 1
+    fi
+}
+
+env_beanstalkd() {
+    echo "export KOMBU_GREEN_BEANSTALK_URL=beanstalk://127.0.0.1:$BEANSTALK_PORT"
+}
+
+# --- MongoDB (SecantusDB) -------------------------------------------------
+
+# No mongod here: SecantusDB, a MongoDB wire-protocol server written in
+# Python, stands in for it. It is installed with pip into the Python the
+# tests run with, and keeps its data in a temporary directory (":memory:")
+# that it removes on shutdown.
+MONGO_DIR=$STATE/mongodb
+MONGO_PORT=27017
+MONGO_SERVER=secantusd-py
+MONGO_PACKAGE='secantusdb==0.7.0b3'
+PYTHON=${PYTHON:-python3}
+
+mongodb_ready() {
+    tcp_open "$MONGO_PORT" || return 1
+    timeout 10 "$PYTHON" -c "
+from pymongo import MongoClient
+MongoClient('mongodb://127.0.0.1:$MONGO_PORT/', serverSelectionTimeoutMS=1000).admin.command('ping')
+" >/dev/null 2>&1
+}
+
+start_mongodb() {
+    local pid i d=$MONGO_DIR
+    if pid=$(running_pid mongodb "$MONGO_SERVER"); then
+        if mongodb_ready; then
+            say "mongodb already running (pid $pid)"
+            return
+        fi
+        say "mongodb (pid $pid) is running but not answering yet"
+    else
+        if ! command -v "$MONGO_SERVER" >/dev/null; then
+            say "installing $MONGO_PACKAGE with $PYTHON -m pip"
+            "$PYTHON" -m pip install -q "$MONGO_PACKAGE" >&2
+        fi
+        if ! "$PYTHON" -c 'import pymongo' 2>/dev/null; then
+            say "installing pymongo with $PYTHON -m pip"
+            "$PYTHON" -m pip install -q pymongo >&2
+        fi
+        refuse_busy_ports "$MONGO_PORT"
+
+        rm -rf "$d"   # also what a killed server left in tmp/
+        mkdir -p "$d/tmp"
+        : >"$d/secantusd.toml"   # keeps any other secantusd.toml out
+        say "starting mongodb ($MONGO_SERVER)"
+        (
+            export TMPDIR=$d/tmp   # where ":memory:" puts its data
+            cd "$d"
+            exec setsid "$MONGO_SERVER" --config "$d/secantusd.toml" \
+                --host 127.0.0.1 --port "$MONGO_PORT" \
+                --storage-path :memory: --log-level WARNING \
+                </dev/null >"$d/server.log" 2>&1
+        ) &
+        pid=$!
+        echo "$pid" >"$d/pid"
+    fi
+
+    # The ping runs a Python process: only try it once the port is open.
+    for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+        if ! alive "$pid"; then
+            show_logs "$d/server.log"
+            die "mongodb exited during startup"
+        fi
+        if mongodb_ready; then
+            say "mongodb ready (pid $pid) on 127.0.0.1:$MONGO_PORT"
+            return
+        fi
+        sleep 0.1
+    done
+    show_logs "$d/server.log"
+    die "mongodb not ready after ${READY_TIMEOUT}s (pid $pid still running; see $d)"
+}
+
+stop_mongodb() {
+    stop_daemon mongodb "$MONGO_SERVER" mongodb
+}
+
+status_mongodb() {
+    local pid
+    if ! pid=$(running_pid mongodb "$MONGO_SERVER"); then
+        echo "mongodb: stopped"
+        return 1
+    fi
+    if mongodb_ready; then
+        echo "mongodb: running (pid $pid, port $MONGO_PORT)"
+    else
+        echo "mongodb: not answering (pid $pid)"
+        return 1
+    fi
+}
+
+env_mongodb() {
+    echo "export KOMBU_GREEN_MONGODB_URL=mongodb://127.0.0.1:$MONGO_PORT/kombu_green"
 }
 
 # --- dispatch -------------------------------------------------------------
