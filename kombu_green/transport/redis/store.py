@@ -239,7 +239,9 @@ class RedisStore(Storage):
         taken = self._take(lists, metas, max(1, batch))
         if taken:
             self._ahead.extend(taken)
-            return self._ahead.popleft()
+            item = self._next_local(wanted)  # the first taken (older ones are unwanted now)
+            if item is not None:
+                return item
         if timeout is not None and timeout <= 0:
             raise Empty()
         popped = self.popper.pop(lists, timeout, [interrupt, self._arrived] if interrupt else [self._arrived])
