@@ -151,6 +151,26 @@ env_tls_ca() {
     printf 'export KOMBU_GREEN_TLS_CA=%q\n' "$TLS_DIR/cert.pem"
 }
 
+# Wait until CHECK succeeds while PID stays alive; otherwise show LOGs and die.
+await_ready() {   # NAME PID PAUSE CHECK WHERE LOG...
+    local name=$1 pid=$2 pause=$3 check=$4 where=$5
+    shift 5
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if ! alive "$pid"; then
+            show_logs "$@"
+            die "$name exited during startup"
+        fi
+        if "$check"; then
+            say "$name ready (pid $pid) on $where"
+            return
+        fi
+        sleep "$pause"
+    done
+    show_logs "$@"
+    die "$name not ready after ${READY_TIMEOUT}s (pid $pid still running)"
+}
+
 ensure_tls_cert() {
     [ -s "$TLS_DIR/cert.pem" ] && [ -s "$TLS_DIR/key.pem" ] && return
     command -v openssl >/dev/null || apt_install openssl
@@ -228,19 +248,8 @@ EOF
 
     # Poll the AMQP handshake rather than `rabbitmqctl await_startup`, which
     # exits 69 at once when called before the node has registered.
-    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
-        if ! alive "$pid"; then
-            show_logs "$d/server.log" "$d/log/rabbit@localhost.log"
-            die "rabbitmq exited during startup"
-        fi
-        if rabbitmq_ready; then
-            say "rabbitmq ready (pid $pid) on 127.0.0.1:5672 (amqp), :5671 (amqps)"
-            return
-        fi
-        sleep 0.2
-    done
-    show_logs "$d/server.log" "$d/log/rabbit@localhost.log"
-    die "rabbitmq not ready after ${READY_TIMEOUT}s (pid $pid still running; see $d)"
+    await_ready rabbitmq "$pid" 0.2 rabbitmq_ready "127.0.0.1:5672 (amqp), :5671 (amqps)" \
+        "$d/server.log" "$d/log/rabbit@localhost.log"
 }
 
 stop_rabbitmq() {
@@ -506,19 +515,7 @@ start_beanstalkd() {
         echo "$pid" >"$d/pid"
     fi
 
-    for ((i = 0; i < READY_TIMEOUT * 20; i++)); do
-        if ! alive "$pid"; then
-            show_logs "$d/server.log"
-            die "beanstalkd exited during startup"
-        fi
-        if beanstalkd_ready; then
-            say "beanstalkd ready (pid $pid) on 127.0.0.1:$BEANSTALK_PORT"
-            return
-        fi
-        sleep 0.05
-    done
-    show_logs "$d/server.log"
-    die "beanstalkd not ready after ${READY_TIMEOUT}s (pid $pid still running; see $d)"
+    await_ready beanstalkd "$pid" 0.05 beanstalkd_ready "127.0.0.1:$BEANSTALK_PORT" "$d/server.log"
 }
 
 stop_beanstalkd() {
@@ -599,19 +596,7 @@ start_mongodb() {
     fi
 
     # The ping runs a Python process: only try it once the port is open.
-    for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-        if ! alive "$pid"; then
-            show_logs "$d/server.log"
-            die "mongodb exited during startup"
-        fi
-        if mongodb_ready; then
-            say "mongodb ready (pid $pid) on 127.0.0.1:$MONGO_PORT"
-            return
-        fi
-        sleep 0.1
-    done
-    show_logs "$d/server.log"
-    die "mongodb not ready after ${READY_TIMEOUT}s (pid $pid still running; see $d)"
+    await_ready mongodb "$pid" 0.1 mongodb_ready "127.0.0.1:$MONGO_PORT" "$d/server.log"
 }
 
 stop_mongodb() {

@@ -8,8 +8,9 @@ implements them once for stores that only keep lists of messages.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Tuple, Type, TypeVar, cast
 
 from ..exceptions import ChannelError, OperationalError
 
@@ -17,7 +18,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..connection import Connection
     from ..message import Message
 
-__all__ = ["Capabilities", "Channel", "QueueDeclareOk", "Transport"]
+__all__ = ["Capabilities", "Channel", "QueueDeclareOk", "Transport", "error_boundary"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def error_boundary(translate: Callable[[BaseException, str], BaseException],
+                   driver_errors: Tuple[Type[BaseException], ...]) -> Callable[[F], F]:
+    """A decorator for a transport's methods: only kombu_green errors escape.
+
+    Errors of the driver (``driver_errors``) become ``translate(exc, self.where)``,
+    so every message names the broker as ``host:port``; the original error
+    stays attached as ``__cause__``.
+    """
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except driver_errors as exc:
+                error = translate(exc, self.where)
+                if error is exc:
+                    raise
+                raise error from exc
+        return cast(F, guarded)
+    return decorate
 
 
 class QueueDeclareOk(NamedTuple):

@@ -7,18 +7,16 @@ AMQP reply code, and the original error stays attached as ``__cause__``.
 """
 from __future__ import annotations
 
-import functools
 import socket
 import ssl
-from typing import Any, Callable, Dict, Type, TypeVar, cast
+from typing import Dict, Type
 
 from amqp import exceptions as amqp_errors
 
 from ... import exceptions as errors
+from ..base import error_boundary
 
 __all__ = ["CONNECTION_ERRORS", "CHANNEL_ERRORS", "translate", "translated"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: Broker reply codes -> our exception types (AMQP 0-9-1 constants).
 _BY_CODE: Dict[int, Type[errors.KombuError]] = {
@@ -76,16 +74,5 @@ def _from_amqp(exc: amqp_errors.AMQPError, where: str) -> BaseException:
     return result
 
 
-def translated(method: F) -> F:
-    """Wrap a channel verb so only kombu_green errors escape it."""
-
-    @functools.wraps(method)
-    def verb(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except errors.KombuError:
-            raise
-        except (amqp_errors.AMQPError, OSError, ssl.SSLError) as exc:
-            raise translate(exc, self.where) from exc
-
-    return cast(F, verb)
+#: Wrap a channel verb so only kombu_green errors escape it.
+translated = error_boundary(translate, (amqp_errors.AMQPError, OSError, ssl.SSLError))

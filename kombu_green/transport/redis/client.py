@@ -9,11 +9,10 @@ protocol, AUTH/SELECT on connect, scripts, pipelines -- is redis-py's own.
 """
 from __future__ import annotations
 
-import functools
 import socket
 import ssl
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import redis
 from redis import exceptions as redis_errors
@@ -22,12 +21,11 @@ from redis.retry import Retry
 
 from ... import green
 from ... import exceptions as errors
+from ..base import error_boundary
 from ..tls import ssl_context
 
 __all__ = ["CONNECTION_ERRORS", "GreenConnection", "GreenPool", "GreenSSLConnection",
            "discover_master", "translate", "translated"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class GreenConnection(redis.Connection):
@@ -172,14 +170,5 @@ def translate(exc: BaseException, where: str) -> BaseException:
     return exc
 
 
-def translated(method: F) -> F:
-    """Let only kombu_green errors out of a method of an object with ``where``."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (redis_errors.RedisError, OSError) as exc:
-            raise translate(exc, self.where) from exc
-
-    return cast(F, wrapper)
+#: Let only kombu_green errors out of a method of an object with ``where``.
+translated = error_boundary(translate, (redis_errors.RedisError, OSError))
