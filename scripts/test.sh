@@ -17,7 +17,7 @@ stop_started() {
     if [ "${#started[@]}" -gt 0 ]; then scripts/brokers.sh stop "${started[@]}"; fi
 }
 trap stop_started EXIT
-for broker in rabbitmq redis; do
+for broker in rabbitmq redis beanstalkd mongodb; do
     if ! scripts/brokers.sh status "$broker" >/dev/null 2>&1; then
         scripts/brokers.sh start "$broker" || exit 1
         started+=("$broker")

@@ -25,6 +25,9 @@ TRANSPORTS: Dict[str, Tuple[str, Optional[str]]] = {
     "redis": ("kombu_green.transport.redis:Transport", "redis"),
     "rediss": ("kombu_green.transport.redis:SSLTransport", "redis"),
     "sentinel": ("kombu_green.transport.redis:SentinelTransport", "redis"),
+    "mongodb": ("kombu_green.transport.mongodb:Transport", "mongodb"),
+    "mongodb+srv": ("kombu_green.transport.mongodb:Transport", "mongodb"),
+    "beanstalk": ("kombu_green.transport.beanstalk:Transport", "beanstalk"),
 }
 
 

@@ -13,7 +13,7 @@ from kombu_green import Connection
 from kombu_green.exceptions import AccessRefused, ConfigurationError, OperationalError
 from kombu_green.transport.redis.client import GreenConnection, GreenSSLConnection, translate
 from kombu_green.transport.redis.keys import Keys
-from kombu_green.transport.redis.state import _member
+from kombu_green.transport.virtual.shared_state import binding_member
 from kombu_green.transport.redis.store import decode, encode
 from kombu_green.transport.tls import ssl_options
 from kombu_green.transport.virtual import payload as payloads
@@ -70,8 +70,8 @@ def test_the_servers_redelivered_mark_wins() -> None:
 
 
 def test_binding_members_are_stable_whatever_the_argument_order() -> None:
-    assert _member("q", "ex", "q1", "rk", {"b": 2, "a": 1}) == _member("q", "ex", "q1", "rk", {"a": 1, "b": 2})
-    assert _member("q", "ex", "q1", "rk", None) == _member("q", "ex", "q1", "rk", {})
+    assert binding_member("q", "ex", "q1", "rk", {"b": 2, "a": 1}) == binding_member("q", "ex", "q1", "rk", {"a": 1, "b": 2})
+    assert binding_member("q", "ex", "q1", "rk", None) == binding_member("q", "ex", "q1", "rk", {})
 
 
 def test_expiration_becomes_an_absolute_deadline() -> None:
