@@ -1,0 +1,203 @@
+"""Where the test beanstalkd is, queue names of each test's own, and a raw
+greenstalk client to look at the server.
+
+``scripts/brokers.sh start beanstalkd`` starts beanstalkd on
+127.0.0.1:11300; ``KOMBU_GREEN_BEANSTALK_URL`` points the suite elsewhere.
+Every test names its queues with a unique prefix and drops their tubes
+afterwards (never the whole server: it may be shared).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+import uuid
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+import gevent
+import gevent.event
+import gevent.server
+import gevent.socket
+import greenstalk
+import pytest
+
+from kombu_green import Connection, Consumer, Producer, Queue
+from kombu_green.transport.beanstalk.config import tube_name
+
+from ..conformance import WAIT
+from ..conftest import require_server
+
+BEANSTALK_URL = os.environ.get("KOMBU_GREEN_BEANSTALK_URL", "beanstalk://127.0.0.1:11300")
+
+
+def server() -> Tuple[str, int]:
+    parsed = urllib.parse.urlsplit(BEANSTALK_URL)
+    return parsed.hostname or "127.0.0.1", parsed.port or 11300
+
+
+def beanstalk_url() -> str:
+    """The test server's URL; skips (locally) or fails (in CI) when it is down."""
+    host, port = server()
+    require_server("beanstalkd", host, port)
+    return BEANSTALK_URL
+
+
+def raw_client() -> "greenstalk.Client[bytes]":
+    """A plain greenstalk client, for short looks at the server (its socket is
+    gevent's only when the test run is patched)."""
+    return greenstalk.Client(server(), encoding=None)
+
+
+class Space:
+    """Unique queue names for one test, and looks at their tubes."""
+
+    def __init__(self) -> None:
+        self.url = beanstalk_url()
+        self.prefix = f"kgt-{uuid.uuid4().hex[:10]}"
+        self.names: List[str] = []
+
+    def name(self, suffix: str = "q") -> str:
+        name = f"{self.prefix}-{suffix}"
+        self.names.append(name)
+        return name
+
+    def connect(self, **options: Any) -> Connection:
+        return Connection(self.url, transport_options=options)
+
+    def stats(self, name: str) -> Optional[dict]:
+        """``stats-tube`` of queue ``name``'s tube; None when the tube does not exist."""
+        with raw_client() as client:
+            try:
+                return dict(client.stats_tube(tube_name(name)))
+            except greenstalk.NotFoundError:
+                return None
+
+    def count(self, name: str, what: str) -> int:
+        """``current-jobs-<what>`` (ready, reserved, buried...) or ``current-<what>``."""
+        stats = self.stats(name) or {}
+        return int(stats.get(f"current-jobs-{what}", stats.get(f"current-{what}", 0)))
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+        """Poll ``condition`` (a look at the server) until it holds; fail after ``timeout``."""
+        with gevent.Timeout(timeout, AssertionError(f"{what}: not within {timeout}s")):
+            while not condition():
+                gevent.sleep(0.02)
+
+    def drop_all(self) -> None:
+        """Delete every ready, delayed and buried job of this test's tubes."""
+        with raw_client() as client:
+            for name in self.names:
+                client.use(tube_name(name))
+                for peek in (client.peek_ready, client.peek_delayed, client.peek_buried):
+                    while True:
+                        try:
+                            client.delete(peek())
+                        except greenstalk.NotFoundError:
+                            break
+
+
+def declare(conn: Connection, *names: str) -> None:
+    channel = conn.channel()
+    for name in names:
+        Queue(name)(channel).declare()
+
+
+def publish(conn: Connection, name: str, bodies: Iterable[Any], **kwargs: Any) -> None:
+    producer = Producer(conn.channel())
+    for body in bodies:
+        producer.publish(body, routing_key=name, **kwargs)
+
+
+def consume(conn: Connection, name: str, ack: bool = True, **kwargs: Any) -> List[Any]:
+    """Start a consumer on queue ``name``; return the list it fills with messages."""
+    received: List[Any] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        received.append(message)
+        if ack:
+            message.ack()
+
+    Consumer(conn.channel(), [Queue(name)], callbacks=[on_message], **kwargs).consume()
+    return received
+
+
+def quiet(conn: Connection, seconds: float) -> None:
+    """Nothing more is delivered for ``seconds``."""
+    with pytest.raises(socket.timeout):
+        conn.drain_events(timeout=seconds)
+
+
+def free_port() -> int:
+    """A local port nothing listens on (it was free a moment ago)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+class Proxy:
+    """A TCP proxy in front of the test beanstalkd that can hold back replies and
+    drop every connection: interruptions made deterministic.
+
+    :meth:`hold_after` arms it: the next connection to send ``marker`` gets its
+    replies (that one's included) only after :meth:`release`.
+    """
+
+    def __init__(self) -> None:
+        self.target = server()
+        self._marker: Optional[bytes] = None
+        self._released = gevent.event.Event()
+        self._released.set()
+        self._handlers: List[gevent.Greenlet] = []
+        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._handle)
+        self.server.start()
+        self.port = self.server.server_port
+        self.url = f"beanstalk://127.0.0.1:{self.port}"
+
+    def hold_after(self, marker: bytes) -> None:
+        self._marker = marker
+
+    def release(self) -> None:
+        self._marker = None
+        self._released.set()
+
+    def drop(self) -> None:
+        """Cut every connection made so far (new ones are accepted)."""
+        gevent.killall(self._handlers)
+
+    def close(self) -> None:
+        self.release()
+        self.drop()
+        self.server.stop()
+
+    def _handle(self, client: Any, address: Any) -> None:
+        self._handlers.append(gevent.getcurrent())
+        held = gevent.event.Event()
+        held.set()
+        upstream = gevent.socket.create_connection(self.target)
+        pumps = [gevent.spawn(self._pump, client, upstream, held, False),
+                 gevent.spawn(self._pump, upstream, client, held, True)]
+        try:
+            gevent.joinall(pumps, count=1)
+        finally:
+            gevent.killall(pumps)
+            upstream.close()
+            client.close()
+
+    def _pump(self, source: Any, sink: Any, held: Any, replies: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if replies:
+                    held.wait()
+                elif self._marker is not None and self._marker in data:
+                    self._marker = None
+                    held.clear()
+                    self._released.clear()
+                    gevent.spawn(lambda: (self._released.wait(), held.set()))
+                sink.sendall(data)
+        except OSError:
+            return
