@@ -13,7 +13,7 @@ from . import green
 from .exceptions import InvalidURL, UnknownTransport
 from .transport import resolve_transport
 from .transport.base import Channel, Transport
-from .url import CONNECTION_OPTIONS, as_url, parse_url
+from .url import CONNECTION_OPTIONS, WHOLE_URL_SCHEMES, as_url, parse_url
 
 __all__ = ["BrokerConnection", "Connection"]
 
@@ -73,6 +73,8 @@ class Connection:
 
     def _params_from_url(self, url: str, uri_prefix: Optional[str]) -> Dict[str, Any]:
         scheme, _, rest = url.partition("://")
+        if scheme in WHOLE_URL_SCHEMES:
+            return {"transport": scheme, "hostname": url}
         if "+" in scheme:  # "transport+driver://": kombu's spelling for some transports
             uri_prefix, _, scheme = scheme.partition("+")
             url = f"{scheme}://{rest}"

@@ -8,6 +8,9 @@ cooperative contract is written once:
 * A greenlet that has lots of work ready (a consumer draining a long queue)
   calls :func:`cooperate`, which yields to the hub once its time slice is
   used up, so a busy consumer never starves the others.
+* A driver that only speaks blocking sockets (pymongo) runs its calls
+  through an :class:`Offload`: in a native thread pool, or inline when the
+  application has patched sockets and the driver is cooperative already.
 * Network transports call :func:`require_cooperative_sockets` before they
   connect: a driver that would block the whole process gets a clear
   :class:`~kombu_green.exceptions.NotCooperative` error instead of a silent
@@ -26,6 +29,7 @@ import gevent.lock
 import gevent.monkey
 import gevent.socket
 import gevent.ssl
+import gevent.threadpool
 from gevent import Greenlet, GreenletExit, Timeout, getcurrent
 
 from .exceptions import NotCooperative
@@ -37,6 +41,7 @@ __all__ = [
     "Greenlet",
     "GreenletExit",
     "Lock",
+    "Offload",
     "Semaphore",
     "Timeout",
     "cooperate",
@@ -173,3 +178,36 @@ def require_cooperative_sockets(driver: str, uses_gevent_sockets: bool = False) 
         "`from gevent import monkey; monkey.patch_all()` as the first lines "
         "of your program (gunicorn's gevent worker does this for you)."
     )
+
+
+class Offload:
+    """Run a blocking driver's calls without blocking the hub.
+
+    Unpatched, each call runs in a native thread of a pool of ``threads``
+    (the calling greenlet waits through the hub). Under
+    ``monkey.patch_all()`` the driver's sockets are gevent's and its locks
+    are greenlet locks, which must not be used from foreign threads, so
+    calls run in greenlets instead. Either way :meth:`spawn` returns
+    something with ``get()``/``rawlink()``: an operation whose waiter is
+    interrupted still completes, and its result can be collected.
+    """
+
+    def __init__(self, threads: int = 4) -> None:
+        self.inline = is_socket_patched()
+        self._pool = None if self.inline else gevent.threadpool.ThreadPool(max(1, threads))
+
+    def spawn(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+        if self._pool is None:
+            return gevent.spawn(function, *args, **kwargs)
+        return self._pool.spawn(function, *args, **kwargs)
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``function`` and return its result (re-raising its error)."""
+        if self._pool is None:
+            return function(*args, **kwargs)
+        return self._pool.spawn(function, *args, **kwargs).get()
+
+    def close(self) -> None:
+        """Stop the idle threads (a later call starts them again, never inline)."""
+        if self._pool is not None:
+            self._pool.kill()

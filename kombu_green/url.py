@@ -10,7 +10,11 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .exceptions import InvalidURL
 
-__all__ = ["URL", "as_url", "mask_url", "parse_url", "coerce_option"]
+__all__ = ["URL", "WHOLE_URL_SCHEMES", "as_url", "mask_url", "parse_url", "coerce_option"]
+
+#: Schemes whose driver parses the URL itself (several hosts, SRV records,
+#: the driver's own query options): the Connection keeps such a URL whole.
+WHOLE_URL_SCHEMES = frozenset({"mongodb", "mongodb+srv"})
 
 #: Query options that configure the Connection itself; all others are
 #: transport options.

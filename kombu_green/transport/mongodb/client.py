@@ -1,0 +1,112 @@
+"""pymongo behind the hub, its URL and its errors.
+
+pymongo opens blocking standard-library sockets and cannot be handed
+gevent ones, so every call goes through a :class:`~kombu_green.green.Offload`:
+a small native thread pool in an unpatched program, inline when the
+application has monkey-patched (pymongo is cooperative then). Nothing here
+patches anything.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple, Type
+from urllib.parse import quote, urlsplit
+
+import pymongo
+from pymongo import errors as mongo_errors
+from pymongo import uri_parser
+
+from ... import exceptions as errors
+from ..base import error_boundary
+
+__all__ = ["DRIVER_ERRORS", "Names", "describe", "mongo_uri", "new_client", "split_uri",
+           "translate", "translated"]
+
+DRIVER_ERRORS: Tuple[Type[BaseException], ...] = (mongo_errors.PyMongoError, OSError)
+
+#: Server error codes meaning "who you are" or "what you may do" was refused.
+_AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
+
+
+class Names:
+    """Collection names under one prefix (``kombu_green`` by default)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.messages = f"{prefix}.messages"
+        self.queues = f"{prefix}.queues"
+        self.exchanges = f"{prefix}.exchanges"
+        self.bindings = f"{prefix}.bindings"
+        self.meta = f"{prefix}.meta"
+        self.broadcast = f"{prefix}.broadcast"
+
+
+def mongo_uri(hostname: Optional[str], port: Optional[int], userid: Optional[str],
+              password: Optional[str], virtual_host: Optional[str]) -> str:
+    """The URI pymongo gets: a whole ``mongodb://``/``mongodb+srv://`` URL passes
+    through; Connection(hostname=..., port=...) parameters are assembled."""
+    if hostname and "://" in hostname:
+        return hostname
+    auth = ""
+    if userid:
+        auth = quote(userid, safe="") + (":" + quote(password, safe="") if password else "") + "@"
+    database = "" if virtual_host in (None, "", "/") else quote(str(virtual_host).strip("/"), safe="")
+    return f"mongodb://{auth}{hostname or 'localhost'}:{port or 27017}/{database}"
+
+
+def describe(uri: str) -> str:
+    """``host:port[,host:port...]`` for error messages (never the password)."""
+    netloc = urlsplit(uri).netloc.rpartition("@")[2]
+    if uri.startswith("mongodb+srv://"):
+        return f"{netloc} (SRV)"
+    hosts = [host if ":" in host.rstrip("]").rpartition("]")[2] else f"{host}:27017"
+             for host in netloc.split(",") if host]
+    return ",".join(hosts) or "localhost:27017"
+
+
+def split_uri(uri: str) -> Tuple[str, Dict[str, Any]]:
+    """Return (database named in the URI or '', the URI's options); raises
+    :class:`ConfigurationError` for a URI pymongo would refuse."""
+    try:
+        if uri.startswith("mongodb+srv://"):  # parse_uri would resolve DNS here
+            path = urlsplit(uri).path.strip("/")
+            return path, {}
+        parsed = uri_parser.parse_uri(uri, warn=False)
+    except (mongo_errors.InvalidURI, mongo_errors.ConfigurationError, ValueError) as exc:
+        raise errors.ConfigurationError(f"Invalid MongoDB URL: {exc}") from None
+    return parsed.get("database") or "", dict(parsed.get("options") or {})
+
+
+def translate(exc: BaseException, where: str) -> BaseException:
+    """A pymongo (or socket) error as the kombu_green error a user can act on."""
+    if isinstance(exc, errors.KombuError):
+        return exc
+    if isinstance(exc, mongo_errors.OperationFailure) and exc.code in _AUTH_CODES:
+        return errors.AccessRefused(
+            f"MongoDB at {where} refused the credentials or the operation: {exc.details and exc.details.get('errmsg') or exc}. "
+            "Check the user, password and authSource in the URL, and the user's roles")
+    if isinstance(exc, (mongo_errors.ConfigurationError, mongo_errors.InvalidURI)):
+        return errors.ConfigurationError(f"MongoDB configuration refused for {where}: {exc}")
+    if isinstance(exc, mongo_errors.DocumentTooLarge):
+        return errors.PreconditionFailed(
+            f"The message is too large for MongoDB at {where} (16 MiB per document): {exc}")
+    if isinstance(exc, (mongo_errors.ConnectionFailure, OSError)):
+        first_line = str(exc).split(", Timeout:")[0].split("\n")[0]
+        return errors.OperationalError(
+            f"Cannot reach MongoDB at {where}: {first_line}. Is the server running and "
+            "reachable, and are the host, port and TLS settings right?")
+    if isinstance(exc, mongo_errors.OperationFailure):
+        return errors.ChannelError(f"MongoDB at {where} refused an operation: {exc}")
+    return errors.OperationalError(f"MongoDB at {where}: {exc}")
+
+
+#: Decorator for store and state methods: only kombu_green errors escape.
+translated = error_boundary(translate, DRIVER_ERRORS)
+
+
+def new_client(uri: str, connect_timeout: float, options: Dict[str, Any]) -> pymongo.MongoClient:
+    """A MongoClient that fails within ``connect_timeout`` when no server answers."""
+    milliseconds = max(1, int(connect_timeout * 1000))
+    kwargs: Dict[str, Any] = {"serverSelectionTimeoutMS": milliseconds, "connectTimeoutMS": milliseconds,
+                              "appname": "kombu_green", "tz_aware": True}
+    kwargs.update(options)
+    return pymongo.MongoClient(uri, **kwargs)
