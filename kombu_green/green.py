@@ -21,7 +21,7 @@ Nothing here monkey-patches anything: that is the application's decision.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
 import gevent
 import gevent.event
@@ -42,6 +42,7 @@ __all__ = [
     "GreenletExit",
     "Lock",
     "Offload",
+    "Pending",
     "Semaphore",
     "Timeout",
     "cooperate",
@@ -187,27 +188,59 @@ class Offload:
     (the calling greenlet waits through the hub). Under
     ``monkey.patch_all()`` the driver's sockets are gevent's and its locks
     are greenlet locks, which must not be used from foreign threads, so
-    calls run in greenlets instead. Either way :meth:`spawn` returns
-    something with ``get()``/``rawlink()``: an operation whose waiter is
-    interrupted still completes, and its result can be collected.
+    calls run in greenlets instead. Errors are re-raised in the caller, never
+    printed by gevent.
     """
 
     def __init__(self, threads: int = 4) -> None:
         self.inline = is_socket_patched()
         self._pool = None if self.inline else gevent.threadpool.ThreadPool(max(1, threads))
 
-    def spawn(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+    def spawn(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> "Pending[T]":
+        """Start ``function``; the returned :class:`Pending` completes even if
+        its waiter is interrupted, so an operation's result is never lost."""
         if self._pool is None:
-            return gevent.spawn(function, *args, **kwargs)
-        return self._pool.spawn(function, *args, **kwargs)
+            return Pending(gevent.spawn(_outcome, function, args, kwargs))
+        return Pending(self._pool.spawn(_outcome, function, args, kwargs))
 
     def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``function`` and return its result (re-raising its error)."""
         if self._pool is None:
             return function(*args, **kwargs)
-        return self._pool.spawn(function, *args, **kwargs).get()
+        return Pending(self._pool.spawn(_outcome, function, args, kwargs)).get()
 
     def close(self) -> None:
         """Stop the idle threads (a later call starts them again, never inline)."""
         if self._pool is not None:
             self._pool.kill()
+
+
+def _outcome(function: Callable[..., T], args: Any, kwargs: Any) -> Any:
+    try:
+        return True, function(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - handed to the waiting greenlet
+        return False, exc
+
+
+class Pending(Generic[T]):
+    """A call started by :meth:`Offload.spawn`."""
+
+    __slots__ = ("_waitable",)
+
+    def __init__(self, waitable: Any) -> None:
+        self._waitable = waitable
+
+    def get(self) -> T:
+        """Wait for the result (only this greenlet waits); re-raise its error."""
+        ok, value = self._waitable.get()
+        if ok:
+            return value
+        raise value
+
+    def when_done(self, callback: Callable[[T], Any]) -> None:
+        """Call ``callback(result)`` in the hub once the call succeeds."""
+        def done(waitable: Any) -> None:
+            ok, value = waitable.value
+            if ok:
+                callback(value)
+        self._waitable.rawlink(done)

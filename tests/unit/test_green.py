@@ -160,3 +160,45 @@ def test_unpatched_blocking_driver_is_refused_with_a_fix() -> None:
     assert "REFUSED:" in out.stdout and "monkey.patch_all()" in out.stdout
     assert "PATCHED-OK" in out.stdout
     assert issubclass(NotCooperative, KombuError)
+
+
+def test_offload_runs_blocking_calls_while_the_hub_keeps_running() -> None:
+    import time
+    offload = green.Offload(2)
+    ticks = []
+    ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.01)) for _ in range(1000)])
+    try:
+        # time.sleep stands for a blocking driver call; unpatched it runs in a thread.
+        assert offload.call(lambda: time.sleep(0.3) or "done") == "done"
+        assert offload.inline or len(ticks) >= 5
+    finally:
+        ticker.kill()
+        offload.close()
+
+
+def test_offload_reraises_in_the_caller() -> None:
+    offload = green.Offload(1)
+    with pytest.raises(ZeroDivisionError):
+        offload.call(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        offload.spawn(lambda: 1 / 0).get()
+    offload.close()
+
+
+def test_offload_result_survives_an_interrupted_waiter() -> None:
+    import time
+    offload = green.Offload(1)
+    kept = []
+
+    def work() -> int:
+        (gevent.sleep if offload.inline else time.sleep)(0.05)
+        return 7
+
+    pending = offload.spawn(work)
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.001):
+            pending.get()
+    pending.when_done(kept.append)
+    gevent.sleep(0.2)
+    assert kept == [7]
+    offload.close()

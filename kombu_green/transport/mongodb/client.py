@@ -91,6 +91,8 @@ def translate(exc: BaseException, where: str) -> BaseException:
             f"The message is too large for MongoDB at {where} (16 MiB per document): {exc}")
     if isinstance(exc, (mongo_errors.ConnectionFailure, OSError)):
         first_line = str(exc).split(", Timeout:")[0].split("\n")[0]
+        for host in where.split(","):  # pymongo starts with "host:port: "
+            first_line = first_line.replace(f"{host}: ", "", 1)
         return errors.OperationalError(
             f"Cannot reach MongoDB at {where}: {first_line}. Is the server running and "
             "reachable, and are the host, port and TLS settings right?")

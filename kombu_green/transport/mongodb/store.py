@@ -215,13 +215,13 @@ class MongoStore(Storage):
         try:
             return pending.get()
         except BaseException:
-            pending.rawlink(self._keep_ahead)
+            pending.when_done(self._keep_ahead)
             raise
 
-    def _keep_ahead(self, finished: Any) -> None:
-        if finished.successful() and finished.value:
-            self._ahead.extend(finished.value)
-            self._arrivals.ring([queue for queue, _ in finished.value])
+    def _keep_ahead(self, taken: List[Tuple[str, Payload]]) -> None:
+        if taken:
+            self._ahead.extend(taken)
+            self._arrivals.ring([queue for queue, _ in taken])
 
     def _next_ahead(self, queues: Sequence[str]) -> Optional[Tuple[str, Payload]]:
         for index, (queue, payload) in enumerate(self._ahead):
