@@ -155,9 +155,9 @@ def test_a_job_held_past_its_ttr_goes_to_another_consumer(space: Space,
         assert [m.payload for m in again] == ["slow"] and again[0].redelivered
         with caplog.at_level(logging.WARNING, logger="kombu_green.transport.beanstalk"):
             held[0].ack()  # too late: the job is reserved by the other connection now
-        assert "no longer reserved" in caplog.text
-        again[0].ack()
-        quiet(other, 0.3)
+            again[0].ack()
+            quiet(other, 0.3)  # the deletes are sent meanwhile
+        assert "ack came too late" in caplog.text
     assert space.count(name, "ready") + space.count(name, "reserved") == 0
 
 
@@ -343,8 +343,8 @@ def test_holding_many_unacked_messages_takes_few_connections(space: Space) -> No
         received = consume(conn, name, ack=False, prefetch_count=100)
         drain_until(conn, lambda: len(received) == 100)
         store = conn.connection.store
-        assert len([r for r in store._reservers if r.held]) == 1
-        assert len(store._reservers) <= 3
+        assert len([r for r in store.held.reservers if r.held]) == 1
+        assert len(store.held.reservers) <= 3
         for message in received:
             message.ack()
     assert space.count(name, "ready") + space.count(name, "reserved") == 0
@@ -356,16 +356,16 @@ def test_closing_leaves_nothing_reserved(space: Space) -> None:
         declare(conn, name)
         publish(conn, name, range(50))
         consume(conn, name, ack=False, prefetch_count=100)
-        for _ in range(3):
+        for _ in range(4):
             conn.drain_events(timeout=WAIT)
-        assert space.count(name, "reserved") > 3, "expected jobs fetched ahead of delivery"
+        assert space.count(name, "reserved") > 4, "expected jobs fetched ahead of delivery"
     space.wait_for(lambda: space.count(name, "reserved") == 0, "every job released")
     assert space.count(name, "ready") == 50
     with space.connect() as conn:
         again = consume(conn, name)
         drain_until(conn, lambda: len(again) == 50)
     assert sorted(m.payload for m in again) == list(range(50))
-    assert all(m.redelivered for m in again if m.payload in (0, 1, 2))
+    assert all(m.redelivered for m in again if m.payload in (0, 1, 2, 3))
     with pytest.raises(greenstalk.NotFoundError):
         with raw_client() as raw:
             raw.stats_tube(tube_name(name))

@@ -57,7 +57,7 @@ def no_wake_jobs_left(store: BeanstalkStore) -> bool:
     """The store's private wake-up tube holds no job (each wake-up was deleted)."""
     with raw_client() as raw:
         try:
-            stats = raw.stats_tube(store._wake_tube)
+            stats = raw.stats_tube(store.held.wake_tube)
         except greenstalk.NotFoundError:
             return True
     return stats["current-jobs-ready"] + stats["current-jobs-reserved"] == 0

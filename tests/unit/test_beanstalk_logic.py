@@ -20,7 +20,7 @@ from kombu_green.transport.beanstalk.config import (DEFAULT_MAX_BATCH, DEFAULT_M
                                                      WAKE_PRIORITY, from_beanstalk_priority,
                                                      is_plain_tube, parse_options, queue_name,
                                                      to_beanstalk_priority, tube_name, wake_tube)
-from kombu_green.transport.beanstalk.store import decode, encode
+from kombu_green.transport.beanstalk.reserving import decode, encode
 from kombu_green.transport.virtual.payload import make
 
 WHERE = "127.0.0.1:11300"

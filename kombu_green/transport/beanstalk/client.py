@@ -20,7 +20,8 @@ connection had reserved.
 from __future__ import annotations
 
 import socket
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+import time
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import greenstalk
 
@@ -38,6 +39,8 @@ CONNECTION_ERRORS: tuple = (errors.OperationalError, OSError, socket.timeout)
 _WITH_DATA = (b"RESERVED", b"FOUND", b"OK")
 _RESPONSE_NAMES: Dict[type, str] = {cls: status.decode() for status, cls in greenstalk.ERROR_RESPONSES.items()}
 _READ_SIZE = 65536
+#: A client that answered this recently is used without checking it first.
+TRUSTED_FOR = 1.0
 
 
 class Reply(NamedTuple):
@@ -99,14 +102,10 @@ class _Reader:
 def parse_stats(data: bytes) -> Dict[str, Any]:
     """The YAML mapping of a ``stats-*`` reply, numbers as ints."""
     stats: Dict[str, Any] = {}
-    for line in data.decode("ascii", "replace").splitlines():
+    for line in data.decode("ascii", "replace").split("\n"):
         key, sep, value = line.partition(": ")
-        if not sep:
-            continue
-        try:
-            stats[key] = int(value)
-        except ValueError:
-            stats[key] = value.strip('"')
+        if sep:
+            stats[key] = int(value) if value.isdigit() else value.strip('"')
     return stats
 
 
@@ -124,10 +123,14 @@ class GreenClient(greenstalk.Client):
         sock.settimeout(None)  # a blocking reserve may wait for as long as it takes
         self._sock = sock
         self._address = (host, port)
-        self._reader = _Reader(sock)  # type: ignore[assignment]
+        self._replies = _Reader(sock)
+        self._reader = self._replies  # type: ignore[assignment] # greenstalk's methods read here too
         self.encoding = None
         self.lock = green.Lock()
         self.closed = False
+        self.last_used = time.monotonic()
+        #: Failures of sibling connections known when this one was last checked.
+        self.seen_failures = 0
         #: The tube ``put`` goes to, and the tubes ``reserve`` takes from.
         self.used_tube = greenstalk.DEFAULT_TUBE
         self.watched: Set[str] = {greenstalk.DEFAULT_TUBE}
@@ -141,30 +144,36 @@ class GreenClient(greenstalk.Client):
                 raise ConnectionResetError("the connection to beanstalkd was closed")
             try:
                 self._sock.sendall(commands)
-                return [self._read_reply() for _ in range(replies)]
+                answers = [self._read_reply() for _ in range(replies)]
+                self.last_used = time.monotonic()
+                return answers
             except BaseException:
                 self.close()  # half an exchange: the stream is out of step for good
                 raise
 
     def _read_reply(self) -> Reply:
-        line = self._reader.readline()
+        line = self._replies.readline()
         if not line.endswith(b"\r\n"):
             raise ConnectionResetError("beanstalkd closed the connection")
         status, *values = line[:-2].split()
         data = None
         if status in _WITH_DATA and values:
             size = int(values[-1])
-            chunk = self._reader.read(size + 2)
+            chunk = self._replies.read(size + 2)
             if len(chunk) != size + 2 or not chunk.endswith(b"\r\n"):
                 raise ConnectionResetError("beanstalkd closed the connection in the middle of a reply")
             data = chunk[:-2]
         return Reply(status, values, data)
 
-    def stale(self) -> bool:
+    def stale(self, suspect: bool = False) -> bool:
         """True when this idle client cannot be used: the server closed the connection
-        (or sent something nobody asked for). One non-blocking peek, no round trip."""
-        if self.closed or self._reader.pending():
+        (or sent something nobody asked for). One non-blocking peek, no round trip;
+        skipped for a client used within :data:`TRUSTED_FOR` seconds unless ``suspect``
+        (another connection to the server just failed)."""
+        if self.closed or self._replies.pending():
             return True
+        if not suspect and time.monotonic() - self.last_used < TRUSTED_FOR:
+            return False
         self._sock.settimeout(0.0)
         try:
             self._sock.recv(1, socket.MSG_PEEK)
@@ -179,7 +188,7 @@ class GreenClient(greenstalk.Client):
     def close(self) -> None:
         """Close the socket (a greenlet blocked in ``reserve`` gets an OSError)."""
         self.closed = True
-        self._reader.close()
+        self._replies.close()
         self._sock.close()
 
     # -- tubes ----------------------------------------------------------------------
@@ -279,12 +288,13 @@ class GreenClient(greenstalk.Client):
                     reply.expect(b"RESERVED")
             return replies[:before_replies], jobs
 
-    def stats_jobs(self, ids: List[int]) -> List[Optional[Dict[str, Any]]]:
-        """``stats-job`` of each id, in one round trip (None: not found)."""
-        if not ids:
-            return []
-        replies = self.call(b"".join(b"stats-job %d\r\n" % job_id for job_id in ids), len(ids))
-        return [stats_of(reply) for reply in replies]
+    def stats_jobs(self, ids: Sequence[int], tubes: Sequence[str] = ()
+                   ) -> Tuple[List[Optional[Dict[str, Any]]], Optional[int]]:
+        """``stats-job`` of each id and how many jobs ``tubes`` have ready, in one round trip."""
+        commands, count = stats_request(ids, tubes)
+        if not count:
+            return [], None
+        return stats_results(self.call(commands, count), len(ids))
 
     def settle(self, verb: str, job_id: int, priority: int = 0) -> None:
         """``delete``, ``release`` (ready again at once) or ``bury`` a job this client reserved.
@@ -299,15 +309,11 @@ class GreenClient(greenstalk.Client):
         else:
             self.call(b"bury %d %d\r\n" % (job_id, priority), 1)[0].expect(b"BURIED")
 
-    def delete_ids(self, ids: List[int]) -> int:
-        """Delete jobs by id in one round trip; return how many were deleted."""
+    def delete_ids(self, ids: List[int]) -> List[int]:
+        """Delete jobs by id in one round trip; return the ids that were not found."""
         if not ids:
-            return 0
-        replies = self.call(b"".join(b"delete %d\r\n" % job_id for job_id in ids), len(ids))
-        for reply in replies:
-            if reply.status not in (b"DELETED", b"NOT_FOUND"):
-                reply.expect(b"DELETED")
-        return sum(reply.status == b"DELETED" for reply in replies)
+            return []
+        return deleted(ids, self.call(delete_request(ids), len(ids)))
 
     def stats_tube(self, tube: str) -> Optional[Dict[str, Any]]:  # type: ignore[override]
         """The tube's statistics; None when the tube does not exist."""
@@ -331,6 +337,42 @@ class GreenClient(greenstalk.Client):
             if replies[-1].status != b"NOT_FOUND":
                 replies[-1].expect(b"FOUND")
         return dropped
+
+
+def delete_request(ids: Sequence[int]) -> bytes:
+    return b"".join(b"delete %d\r\n" % job_id for job_id in ids)
+
+
+def deleted(ids: Sequence[int], replies: List[Reply]) -> List[int]:
+    """Check the replies to :func:`delete_request`; return the ids not found."""
+    missing = []
+    for job_id, reply in zip(ids, replies):
+        if reply.status == b"NOT_FOUND":
+            missing.append(job_id)
+        else:
+            reply.expect(b"DELETED")
+    return missing
+
+
+def stats_request(ids: Sequence[int], tubes: Sequence[str] = ()) -> Tuple[bytes, int]:
+    """``stats-job`` of each id, then ``stats-tube`` of each tube: the commands, and
+    how many replies they get."""
+    commands = [b"stats-job %d\r\n" % job_id for job_id in ids]
+    commands += [b"stats-tube %b\r\n" % tube.encode("ascii") for tube in tubes]
+    return b"".join(commands), len(commands)
+
+
+def stats_results(replies: List[Reply], jobs: int) -> Tuple[List[Optional[Dict[str, Any]]], Optional[int]]:
+    """The replies to :func:`stats_request`: each job's statistics (None: gone),
+    and the jobs ready in the tubes (None: no tube was asked about)."""
+    stats = [stats_of(reply) for reply in replies[:jobs]]
+    if len(replies) == jobs:
+        return stats, None
+    ready = 0
+    for reply in replies[jobs:]:
+        tube = stats_of(reply)
+        ready += int(tube.get("current-jobs-ready", 0)) if tube else 0
+    return stats, ready
 
 
 def stats_of(reply: Reply) -> Optional[Dict[str, Any]]:

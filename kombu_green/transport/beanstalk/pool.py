@@ -16,20 +16,41 @@ until the reserve returned).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Set
+from typing import Callable, Iterator, List, Optional, Set
 
 from ... import green
 from ...exceptions import ConnectionClosed
 from .client import GreenClient
 
-__all__ = ["CommandPool", "Reserver"]
+__all__ = ["CommandPool", "Health", "Reserver"]
+
+
+class Health:
+    """Counts failed connections: when one to the server fails, the others idle
+    since then are checked before their next use (see :meth:`GreenClient.stale`)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+
+    def fresh(self, client: GreenClient) -> GreenClient:
+        client.seen_failures = self.failures
+        return client
+
+    def usable(self, client: GreenClient) -> bool:
+        suspect = client.seen_failures != self.failures
+        client.seen_failures = self.failures
+        return not client.stale(suspect)
 
 
 class CommandPool:
     """Up to ``size`` command connections; a greenlet finding all busy waits its turn."""
 
-    def __init__(self, connect: Callable[[], GreenClient], size: int) -> None:
+    def __init__(self, connect: Callable[[], GreenClient], size: int, health: "Health") -> None:
         self._connect = connect
+        self.health = health
         self.size = size
         self._slots = green.Semaphore(size)
         self._free: List[GreenClient] = []
@@ -50,13 +71,13 @@ class CommandPool:
                 raise ConnectionClosed("the connection to beanstalkd is closed")
             while self._free and client is None:
                 candidate = self._free.pop()
-                if candidate.stale():  # the server closed it while it was idle
+                if self.health.usable(candidate):
+                    client = candidate
+                else:  # the server closed it while it was idle
                     candidate.close()
                     self._give_back(candidate)
-                else:
-                    client = candidate
             if client is None:
-                client = self._connect()
+                client = self.health.fresh(self._connect())
                 self.open.append(client)
             if self._unwatched:
                 tubes, self._unwatched = self._unwatched, set()
@@ -73,6 +94,8 @@ class CommandPool:
 
     def _give_back(self, client: GreenClient) -> None:
         if client.closed or self.closed:
+            if not self.closed:
+                self.health.failed()
             if client in self.open:
                 self.open.remove(client)
             self._unwatched |= client.watched & self.kept
@@ -107,7 +130,7 @@ class CommandPool:
 class Reserver:
     """A reserving connection and the ids of the jobs it holds (see the module doc)."""
 
-    __slots__ = ("client", "held", "waiting", "busy")
+    __slots__ = ("client", "held", "waiting", "busy", "deletes", "flusher")
 
     def __init__(self, client: GreenClient) -> None:
         self.client = client
@@ -117,6 +140,10 @@ class Reserver:
         self.waiting = False
         #: Exchanges under way (taking or settling).
         self.busy = 0
+        #: Acked jobs whose delete is still to be sent (they stay in ``held`` till then).
+        self.deletes: List[int] = []
+        #: The greenlet sending them.
+        self.flusher: Optional[green.Greenlet] = None
 
     @property
     def idle(self) -> bool:
