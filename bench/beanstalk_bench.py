@@ -35,8 +35,9 @@ from _common import (BenchError, Goals, Run, Runners, Titles, drain_until, env_l
                      ping_loop, version)
 
 TITLES: Titles = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw greenstalk"}
-#: (metric, other client, minimum kombu_green/other ratio) the project aims for
-GOALS: Goals = [("consume", "raw", 1.0), ("publish", "raw", 0.8)]
+#: (metric, other client, minimum kombu_green/other ratio) the project aims for:
+#: none set for beanstalk yet; the table gives the ratios to raw greenstalk.
+GOALS: Goals = []
 #: Seconds a raw reserve waits (greenstalk takes whole seconds).
 RESERVE_TIMEOUT = 10
 

@@ -67,6 +67,19 @@ print("published", flush=True)
 '''
 
 
+EXCHANGE_PUBLISHER_SCRIPT = '''
+import sys
+from kombu_green import Connection, Exchange, Producer, Queue
+
+url, exchange_name, name, declare = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "declare"
+exchange = Exchange(exchange_name, "direct")
+with Connection(url) as conn:
+    queues = [Queue(name, exchange, routing_key="rk")] if declare else []
+    Producer(conn.channel(), exchange).publish(sys.argv[4], routing_key="rk", declare=queues)
+print("published", flush=True)
+'''
+
+
 class Child:
     """A script in a process of its own, read line by line, SIGKILLed at the end."""
 
@@ -136,6 +149,25 @@ def test_the_default_exchange_reaches_a_queue_declared_by_another_process(space:
         assert [m.payload for m in received] == ["from another process"]
 
 
+def test_bindings_live_in_the_process_that_declares_them(space: Space, tmp_path: Path) -> None:
+    """A process publishing through an exchange routes with its own bindings: without
+    declaring the queue (and so its binding) its message reaches no queue; with
+    ``publish(..., declare=[queue])`` it arrives."""
+    exchange, name = space.name("ex"), space.name()
+    with space.connect() as conn:
+        Queue(name, Exchange(exchange, "direct"), routing_key="rk")(conn.channel()).declare()
+        received = consume(conn, name)
+        for mode in ("bare", "declare"):
+            child = Child(tmp_path, EXCHANGE_PUBLISHER_SCRIPT, space.url, exchange, name, mode)
+            try:
+                child.says("published")
+            finally:
+                child.kill()
+        drain_until(conn, lambda: received)
+        quiet(conn, 0.3)
+        assert [m.payload for m in received] == ["declare"]
+
+
 # -- time-to-run --------------------------------------------------------------------------
 
 
@@ -159,6 +191,32 @@ def test_a_job_held_past_its_ttr_goes_to_another_consumer(space: Space,
             quiet(other, 0.3)  # the deletes are sent meanwhile
         assert "ack came too late" in caplog.text
     assert space.count(name, "ready") + space.count(name, "reserved") == 0
+
+
+def test_jobs_of_many_idle_holders_all_come_back_after_their_ttr(space: Space) -> None:
+    """Ten connections each hold a job and stay silent. beanstalkd 1.12 may miss an idle
+    connection's time-to-run deadline until the connection speaks again: the transport
+    nudges holding connections, so every job comes back (redelivered) all the same."""
+    count = 10
+    names = [space.name(f"q{n}") for n in range(count)]
+    holders = [space.connect(ttr=2) for _ in range(count)]
+    try:
+        for holder, name in zip(holders, names):
+            declare(holder, name)
+            publish(holder, name, [name])
+            held = consume(holder, name, ack=False)
+            drain_until(holder, lambda: held)
+        with space.connect() as other:
+            again: List[Any] = []
+            for name in names:
+                Consumer(other.channel(), [Queue(name)],
+                         callbacks=[lambda body, m: (again.append(m), m.ack())]).consume()
+            drain_until(other, lambda: len(again) == count, timeout=WAIT * 2)
+            assert sorted(m.payload for m in again) == sorted(names)
+            assert all(m.redelivered for m in again)
+    finally:
+        for holder in holders:
+            holder.close()
 
 
 # -- priorities and routing ---------------------------------------------------------------

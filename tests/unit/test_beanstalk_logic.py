@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kombu_green import Connection, exceptions
-from kombu_green.transport.beanstalk.client import Reply, _Reader, parse_stats, translate
+from kombu_green.transport.beanstalk.client import (Reply, _Reader, deleted, parse_stats, stats_request,
+                                                     stats_results, translate)
 from kombu_green.transport.beanstalk.config import (DEFAULT_MAX_BATCH, DEFAULT_MAX_CONNECTIONS,
                                                      DEFAULT_TTR, PRIORITY_BASE, TUBE_CHARS,
                                                      WAKE_PRIORITY, from_beanstalk_priority,
@@ -153,13 +154,15 @@ def test_a_non_numeric_port_is_a_configuration_error() -> None:
 
 
 class Feed:
-    """A socket whose recv() hands out prepared chunks, then EOF."""
+    """A socket whose recv_into() hands out prepared chunks, then EOF."""
 
     def __init__(self, chunks: List[bytes]) -> None:
         self.chunks = list(chunks)
 
-    def recv(self, size: int) -> bytes:
-        return self.chunks.pop(0) if self.chunks else b""
+    def recv_into(self, buffer: memoryview) -> int:
+        chunk = self.chunks.pop(0) if self.chunks else b""
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
 
 
 def test_replies_split_across_reads_are_reassembled() -> None:
@@ -181,6 +184,24 @@ def test_reply_expect_raises_greenstalks_errors() -> None:
 def test_stats_are_parsed_with_numbers() -> None:
     stats = parse_stats(b"---\nid: 7\ntube: kgt-a\nstate: reserved\npri: 2147483648\nreserves: 2\n")
     assert stats == {"id": 7, "tube": "kgt-a", "state": "reserved", "pri": 2 ** 31, "reserves": 2}
+
+
+def test_job_and_tube_statistics_in_one_round_trip() -> None:
+    request, count = stats_request([4, 5], ["kgt-a"])
+    assert request == b"stats-job 4\r\nstats-job 5\r\nstats-tube kgt-a\r\n" and count == 3
+    job = b"---\nid: 4\ntube: kgt-a\nstate: reserved\npri: 2147483639\nage: 0\nreserves: 3\nkicks: 0\n"
+    tube = b"---\nname: kgt-a\ncurrent-jobs-urgent: 0\ncurrent-jobs-ready: 17\ncurrent-jobs-reserved: 1\n"
+    stats, ready = stats_results([Reply(b"OK", [b"90"], job), Reply(b"NOT_FOUND", [], None),
+                                  Reply(b"OK", [b"80"], tube)], jobs=2)
+    assert stats == [{"tube": "kgt-a", "pri": 2 ** 31 - 9, "reserves": 3}, None] and ready == 17
+    assert stats_results([Reply(b"OK", [b"90"], job)], jobs=1)[1] is None  # no tube asked about
+
+
+def test_deletes_report_the_jobs_not_found() -> None:
+    assert deleted([1, 2, 3], [Reply(b"DELETED", [], None), Reply(b"NOT_FOUND", [], None),
+                               Reply(b"DELETED", [], None)]) == [2]
+    with pytest.raises(greenstalk.BadFormatError):
+        deleted([1], [Reply(b"BAD_FORMAT", [], None)])
 
 
 # -- payloads -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ connection had reserved.
 """
 from __future__ import annotations
 
+import re
 import socket
 import time
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
@@ -39,6 +40,8 @@ CONNECTION_ERRORS: tuple = (errors.OperationalError, OSError, socket.timeout)
 _WITH_DATA = (b"RESERVED", b"FOUND", b"OK")
 _RESPONSE_NAMES: Dict[type, str] = {cls: status.decode() for status, cls in greenstalk.ERROR_RESPONSES.items()}
 _READ_SIZE = 65536
+_JOB_FIELDS = re.compile(rb"^(tube|pri|reserves): (.*)$", re.M)
+_READY = re.compile(rb"^current-jobs-ready: (\d+)$", re.M)
 #: A client that answered this recently is used without checking it first.
 TRUSTED_FOR = 1.0
 
@@ -66,11 +69,13 @@ class _Reader:
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buffer = bytearray()
+        # One receive buffer for good: recv(65536) would allocate (and map) 64 KB a call.
+        self._chunk = memoryview(bytearray(_READ_SIZE))
 
     def _fill(self) -> bool:
-        data = self._sock.recv(_READ_SIZE)
-        self._buffer += data
-        return bool(data)
+        size = self._sock.recv_into(self._chunk)
+        self._buffer += self._chunk[:size]
+        return size > 0
 
     def readline(self) -> bytes:
         start = 0
@@ -363,15 +368,24 @@ def stats_request(ids: Sequence[int], tubes: Sequence[str] = ()) -> Tuple[bytes,
 
 
 def stats_results(replies: List[Reply], jobs: int) -> Tuple[List[Optional[Dict[str, Any]]], Optional[int]]:
-    """The replies to :func:`stats_request`: each job's statistics (None: gone),
-    and the jobs ready in the tubes (None: no tube was asked about)."""
-    stats = [stats_of(reply) for reply in replies[:jobs]]
+    """The replies to :func:`stats_request`: each job's ``tube``, ``pri`` and
+    ``reserves`` (None: gone), and the jobs ready in the tubes (None: no tube
+    was asked about). Only those fields are read: this runs for every job."""
+    stats: List[Optional[Dict[str, Any]]] = []
+    for reply in replies[:jobs]:
+        if reply.status == b"NOT_FOUND":
+            stats.append(None)
+            continue
+        fields = dict(_JOB_FIELDS.findall(reply.expect(b"OK").data or b""))
+        stats.append({"tube": fields.get(b"tube", b"").decode("ascii", "replace"),
+                      "pri": int(fields.get(b"pri", 0)), "reserves": int(fields.get(b"reserves", 1))})
     if len(replies) == jobs:
         return stats, None
     ready = 0
     for reply in replies[jobs:]:
-        tube = stats_of(reply)
-        ready += int(tube.get("current-jobs-ready", 0)) if tube else 0
+        if reply.status != b"NOT_FOUND":
+            found = _READY.search(reply.expect(b"OK").data or b"")
+            ready += int(found.group(1)) if found else 0
     return stats, ready
 
 

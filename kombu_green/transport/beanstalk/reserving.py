@@ -10,6 +10,13 @@ hold on its jobs -- beanstalkd makes them ready again -- never the jobs.
 
 Acks are deleted at the next turn of the hub, the pending deletes of one
 reserver in one write (:meth:`Reservations.close` sends any left).
+
+While jobs are held, a greenlet sends each holding connection a harmless
+command now and then (:meth:`Reservations._nudge`). beanstalkd 1.12 checks
+a connection's time-to-run deadlines on a timer that can fire a moment
+early and is then not set again until the connection sends something: an
+idle holder's job would stay reserved past its ``ttr``, until the
+connection next spoke or closed.
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ SPARE_RESERVERS = 2
 MAX_TAKE = 1024
 #: Count the ready jobs of at most this many tubes after a take (to size the next).
 COUNTED_TUBES = 8
+#: Longest pause between two nudges of a holding connection (see the module doc).
+NUDGE_MAX_INTERVAL = 60.0
 #: Seconds close() waits for acks under way.
 FLUSH_TIMEOUT = 10.0
 
@@ -88,6 +97,10 @@ class Reservations:
         #: reserve-with-timeout costs beanstalkd a turn of its loop, and a reply of its own.
         self.take_size = 1
         self.closed = False
+        #: Seconds between nudges: a quarter of the time-to-run, 0.5 s to 60 s.
+        self.nudge_interval = min(max(ttr / 4.0, 0.5), NUDGE_MAX_INTERVAL)
+        self._nudger: Optional[green.Greenlet] = None
+        self._closing = green.Bell()
 
     # -- fetched ahead -----------------------------------------------------------------
 
@@ -199,9 +212,27 @@ class Reservations:
             reserver.held.add(job.id)
             self.ahead.append((queue, decode(job.body, queue, job.id, priority,
                                              int(info.get("reserves", 1)))))
+        if reserver.held and self._nudger is None and not self.closed:
+            self._nudger = green.spawn(self._nudge)
         if wakes:
             reserver.client.delete_ids(wakes)
         return bool(wakes)
+
+    def _nudge(self) -> None:
+        """While jobs are held: every :attr:`nudge_interval`, one harmless command on
+        each holding connection that is otherwise silent (see the module doc)."""
+        try:
+            while any(reserver.held for reserver in self.reservers):
+                if green.wait_any([self._closing], self.nudge_interval) or self.closed:
+                    return
+                for reserver in list(self.reservers):
+                    if reserver.held and not (reserver.busy or reserver.waiting or reserver.client.closed):
+                        try:
+                            reserver.client.call(b"list-tube-used\r\n", 1)
+                        except Exception:  # noqa: BLE001 - the connection is gone: so is our hold
+                            self.forget(reserver)
+        finally:
+            self._nudger = None
 
     # -- settling ---------------------------------------------------------------------------
 
@@ -319,6 +350,7 @@ class Reservations:
             if reserver.flusher is not None:
                 reserver.flusher.join(timeout=FLUSH_TIMEOUT)
         self.closed = True
+        self._closing.ring()
         for reserver in list(self.reservers):
             reserver.close()
         self.reservers.clear()

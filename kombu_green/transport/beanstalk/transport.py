@@ -10,7 +10,8 @@ bytes (``application/data``).
 
 Settling, in beanstalk terms:
 
-* ``ack()`` deletes the job.
+* ``ack()`` deletes the job, at the next turn of the hub: the acks of that
+  moment leave in one write (closing the connection sends them first).
 * ``reject(requeue=True)`` / ``requeue()``, ``recover()`` and closing a
   channel with unacked messages *release* the job: ready again at once,
   ahead of later jobs of its priority, delivered with ``redelivered``.
@@ -28,10 +29,11 @@ Exchanges, bindings and direct/topic/fanout/headers routing are the
 virtual framework's; beanstalkd cannot store them, so they live *in this
 process*, shared by its Connections to the same ``host:port``. A process
 that publishes through an exchange must declare the exchange, the queue
-and the binding too (``Producer(..., declare=[queue])`` or
+and the binding too (``producer.publish(..., declare=[queue])`` or
 ``queue(channel).declare()``); the default exchange (routing key = queue
 name) reaches a queue declared in this process, or whose tube exists on
-the server (declared and still connected, or holding jobs).
+the server (declared by a Connection still open, or holding jobs) -- one
+``stats-tube`` round trip per message unless this process declared it.
 
 Transport options (``transport_options={...}`` or the URL query):
 
@@ -40,10 +42,16 @@ Transport options (``transport_options={...}`` or the URL query):
   (marked redelivered). A consumer that dies or disconnects releases its
   jobs at once, so this only bounds how long a *hung* consumer keeps them;
   make it longer than your longest task (as Redis's ``visibility_timeout``).
+  beanstalkd 1.12 can miss the deadline of a connection that stays silent,
+  so a connection holding jobs sends a harmless command every ``ttr``/4
+  seconds (0.5 to 60): a job comes back at most that much late, unless
+  the holding process is frozen altogether.
 * ``max_connections`` (4) -- command connections (publishing, statistics)
   per Connection; a greenlet waits for a free one. Consumers use reserving
-  connections of their own: one blocking reserve while the queues are
-  empty, plus one for each batch of unacked messages.
+  connections of their own, usually two: one takes ready jobs and holds
+  them until they are settled, the other waits in a blocking reserve while
+  the queues are empty (only the connection that reserved a job may
+  release or bury it, and one blocked in ``reserve`` can do nothing else).
 * ``max_batch`` (32) -- most jobs reserved in one round trip (never more
   than the consumers' free prefetch).
 * ``socket_connect_timeout`` (the Connection's ``connect_timeout``) --

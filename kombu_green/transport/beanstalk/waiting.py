@@ -126,9 +126,14 @@ class Waiter:
             self.arrived.ring()
 
     def end(self) -> None:
-        """End the pending reserve (a job it got is kept for delivery)."""
-        wait, self.current = self.current, None
+        """End the pending reserve (a job it got is kept for delivery).
+
+        It stays :attr:`current` until it has ended: if the caller is
+        interrupted meanwhile, the next plan ends it again.
+        """
+        wait = self.current
         if wait is None or wait.done:
+            self.current = None
             return
         wake_id = None
         try:
@@ -143,6 +148,8 @@ class Waiter:
             wait.cut = True
             wait.reserver.close()  # beanstalkd releases whatever it reserved
             wait.greenlet.join()
+        if self.current is wait:
+            self.current = None
         if wake_id is not None and not wait.woken:
             try:
                 with self.pool.client() as client:
