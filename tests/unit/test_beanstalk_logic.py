@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kombu_green import Connection, exceptions
-from kombu_green.transport.beanstalk.client import (Reply, _Reader, deleted, parse_stats, stats_request,
-                                                     stats_results, translate)
+from kombu_green.transport.beanstalk.errors import translate
+from kombu_green.transport.beanstalk.protocol import (Reader, Reply, deleted, parse_stats, stats_request,
+                                                       stats_results)
 from kombu_green.transport.beanstalk.config import (DEFAULT_MAX_BATCH, DEFAULT_MAX_CONNECTIONS,
                                                      DEFAULT_TTR, PRIORITY_BASE, TUBE_CHARS,
                                                      WAKE_PRIORITY, from_beanstalk_priority,
@@ -166,7 +167,7 @@ class Feed:
 
 
 def test_replies_split_across_reads_are_reassembled() -> None:
-    reader = _Reader(Feed([b"RESERVED 12 5\r", b"\nhel", b"lo\r\nTIMED_OUT\r\n"]))
+    reader = Reader(Feed([b"RESERVED 12 5\r", b"\nhel", b"lo\r\nTIMED_OUT\r\n"]))
     assert reader.readline() == b"RESERVED 12 5\r\n"
     assert reader.read(7) == b"hello\r\n"
     assert reader.readline() == b"TIMED_OUT\r\n"

@@ -1,4 +1,4 @@
-"""greenstalk, made cooperative without monkey-patching, and its errors translated.
+"""greenstalk, made cooperative without monkey-patching.
 
 greenstalk opens standard-library sockets (blocking the whole process in an
 unpatched program) and refuses a gevent socket handed to it (an unpatched
@@ -19,99 +19,20 @@ connection had reserved.
 """
 from __future__ import annotations
 
-import re
 import socket
 import time
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import greenstalk
 
-from ... import exceptions as errors
 from ... import green
-from ..base import error_boundary
+from .protocol import (WITH_DATA, Reader, Reply, delete_request, deleted, stats_of, stats_request,
+                       stats_results)
 
-__all__ = ["CONNECTION_ERRORS", "DRIVER_ERRORS", "GreenClient", "Reply", "translate", "translated"]
+__all__ = ["GreenClient", "connect"]
 
-#: What a transport method may see go wrong below it.
-DRIVER_ERRORS: Tuple[type, ...] = (greenstalk.Error, OSError)
-#: What ``ensure`` should retry: losing the server, in any form.
-CONNECTION_ERRORS: tuple = (errors.OperationalError, OSError, socket.timeout)
-#: Replies that carry a data chunk after the line.
-_WITH_DATA = (b"RESERVED", b"FOUND", b"OK")
-_RESPONSE_NAMES: Dict[type, str] = {cls: status.decode() for status, cls in greenstalk.ERROR_RESPONSES.items()}
-_READ_SIZE = 65536
-_JOB_FIELDS = re.compile(rb"^(tube|pri|reserves): (.*)$", re.M)
-_READY = re.compile(rb"^current-jobs-ready: (\d+)$", re.M)
 #: A client that answered this recently is used without checking it first.
 TRUSTED_FOR = 1.0
-
-
-class Reply(NamedTuple):
-    """One beanstalkd reply: ``RESERVED 12 3`` -> (b"RESERVED", [b"12", b"3"], b"abc")."""
-
-    status: bytes
-    values: List[bytes]
-    data: Optional[bytes]
-
-    def expect(self, status: bytes) -> "Reply":
-        """This reply if its status is ``status``; else greenstalk's error for it."""
-        if self.status == status:
-            return self
-        error = greenstalk.ERROR_RESPONSES.get(self.status)
-        if error is not None:
-            raise error(self.values)
-        raise greenstalk.UnknownResponseError(self.status, self.values)
-
-
-class _Reader:
-    """Buffered reads from a socket (``readline``/``read`` as greenstalk uses them)."""
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._buffer = bytearray()
-        # One receive buffer for good: recv(65536) would allocate (and map) 64 KB a call.
-        self._chunk = memoryview(bytearray(_READ_SIZE))
-
-    def _fill(self) -> bool:
-        size = self._sock.recv_into(self._chunk)
-        self._buffer += self._chunk[:size]
-        return size > 0
-
-    def readline(self) -> bytes:
-        start = 0
-        while True:
-            end = self._buffer.find(b"\r\n", start)
-            if end >= 0:
-                line = bytes(self._buffer[:end + 2])
-                del self._buffer[:end + 2]
-                return line
-            start = max(0, len(self._buffer) - 1)
-            if not self._fill():
-                return b""
-
-    def read(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            if not self._fill():
-                break
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def pending(self) -> bool:
-        return bool(self._buffer)
-
-    def close(self) -> None:
-        self._buffer = bytearray()
-
-
-def parse_stats(data: bytes) -> Dict[str, Any]:
-    """The YAML mapping of a ``stats-*`` reply, numbers as ints."""
-    stats: Dict[str, Any] = {}
-    for line in data.decode("ascii", "replace").split("\n"):
-        key, sep, value = line.partition(": ")
-        if sep:
-            stats[key] = int(value) if value.isdigit() else value.strip('"')
-    return stats
 
 
 class GreenClient(greenstalk.Client):
@@ -128,7 +49,7 @@ class GreenClient(greenstalk.Client):
         sock.settimeout(None)  # a blocking reserve may wait for as long as it takes
         self._sock = sock
         self._address = (host, port)
-        self._replies = _Reader(sock)
+        self._replies = Reader(sock)
         self._reader = self._replies  # type: ignore[assignment] # greenstalk's methods read here too
         self.encoding = None
         self.lock = green.Lock()
@@ -162,7 +83,7 @@ class GreenClient(greenstalk.Client):
             raise ConnectionResetError("beanstalkd closed the connection")
         status, *values = line[:-2].split()
         data = None
-        if status in _WITH_DATA and values:
+        if status in WITH_DATA and values:
             size = int(values[-1])
             chunk = self._replies.read(size + 2)
             if len(chunk) != size + 2 or not chunk.endswith(b"\r\n"):
@@ -344,93 +265,6 @@ class GreenClient(greenstalk.Client):
         return dropped
 
 
-def delete_request(ids: Sequence[int]) -> bytes:
-    return b"".join(b"delete %d\r\n" % job_id for job_id in ids)
-
-
-def deleted(ids: Sequence[int], replies: List[Reply]) -> List[int]:
-    """Check the replies to :func:`delete_request`; return the ids not found."""
-    missing = []
-    for job_id, reply in zip(ids, replies):
-        if reply.status == b"NOT_FOUND":
-            missing.append(job_id)
-        else:
-            reply.expect(b"DELETED")
-    return missing
-
-
-def stats_request(ids: Sequence[int], tubes: Sequence[str] = ()) -> Tuple[bytes, int]:
-    """``stats-job`` of each id, then ``stats-tube`` of each tube: the commands, and
-    how many replies they get."""
-    commands = [b"stats-job %d\r\n" % job_id for job_id in ids]
-    commands += [b"stats-tube %b\r\n" % tube.encode("ascii") for tube in tubes]
-    return b"".join(commands), len(commands)
-
-
-def stats_results(replies: List[Reply], jobs: int) -> Tuple[List[Optional[Dict[str, Any]]], Optional[int]]:
-    """The replies to :func:`stats_request`: each job's ``tube``, ``pri`` and
-    ``reserves`` (None: gone), and the jobs ready in the tubes (None: no tube
-    was asked about). Only those fields are read: this runs for every job."""
-    stats: List[Optional[Dict[str, Any]]] = []
-    for reply in replies[:jobs]:
-        if reply.status == b"NOT_FOUND":
-            stats.append(None)
-            continue
-        fields = dict(_JOB_FIELDS.findall(reply.expect(b"OK").data or b""))
-        stats.append({"tube": fields.get(b"tube", b"").decode("ascii", "replace"),
-                      "pri": int(fields.get(b"pri", 0)), "reserves": int(fields.get(b"reserves", 1))})
-    if len(replies) == jobs:
-        return stats, None
-    ready = 0
-    for reply in replies[jobs:]:
-        if reply.status != b"NOT_FOUND":
-            found = _READY.search(reply.expect(b"OK").data or b"")
-            ready += int(found.group(1)) if found else 0
-    return stats, ready
-
-
-def stats_of(reply: Reply) -> Optional[Dict[str, Any]]:
-    if reply.status == b"NOT_FOUND":
-        return None
-    reply.expect(b"OK")
-    return parse_stats(reply.data or b"")
-
-
 def connect(host: str, port: int, connect_timeout: Optional[float]) -> GreenClient:
     """A new client (raises OSError when beanstalkd cannot be reached)."""
     return GreenClient(host, port, connect_timeout)
-
-
-# -- errors -------------------------------------------------------------------
-
-
-def translate(exc: BaseException, where: str) -> BaseException:
-    """The kombu_green error for a greenstalk or socket error (names host:port)."""
-    if isinstance(exc, errors.KombuError):
-        return exc
-    text = (str(exc).strip() or type(exc).__name__).rstrip(".")
-    if isinstance(exc, greenstalk.JobTooBigError):
-        return errors.ChannelError(
-            f"beanstalkd at {where} refused a message larger than its maximum job size "
-            "(beanstalkd -z, 65,535 bytes by default); send a smaller body or start beanstalkd "
-            "with a larger -z")
-    if isinstance(exc, greenstalk.DrainingError):
-        return errors.OperationalError(
-            f"beanstalkd at {where} is draining (shutting down) and takes no new messages")
-    if isinstance(exc, greenstalk.UnknownResponseError):
-        return errors.ChannelError(
-            f"beanstalkd at {where} sent a reply this client does not understand: "
-            f"{exc.status.decode('ascii', 'replace')}")
-    if isinstance(exc, greenstalk.Error):
-        name = _RESPONSE_NAMES.get(type(exc), type(exc).__name__)
-        return errors.ChannelError(f"beanstalkd at {where} refused a command: {name}")
-    if isinstance(exc, socket.timeout):
-        return errors.OperationalError(f"Timed out talking to beanstalkd at {where}: {text}")
-    if isinstance(exc, OSError):
-        return errors.OperationalError(
-            f"Cannot reach beanstalkd at {where}: {text}. Is it running, and are the host and port right?")
-    return exc
-
-
-#: Let only kombu_green errors out of a method of an object with ``where``.
-translated = error_boundary(translate, DRIVER_ERRORS)

@@ -29,7 +29,9 @@ import greenstalk
 
 from ... import green
 from ..virtual.payload import Payload, dumps, loads, make
-from .client import GreenClient, delete_request, deleted, translate
+from .client import GreenClient
+from .errors import translate
+from .protocol import delete_request, deleted
 from .config import PRIORITY_BASE, from_beanstalk_priority
 from .pool import Health, Reserver
 

@@ -68,7 +68,8 @@ from .. import base
 from ..virtual import Channel as VirtualChannel
 from ..virtual import Transport as VirtualTransport
 from ..virtual.qos import QoS
-from .client import CONNECTION_ERRORS, GreenClient, connect
+from .client import GreenClient, connect
+from .errors import CONNECTION_ERRORS
 from .config import Options, parse_options
 from .store import BeanstalkStore
 

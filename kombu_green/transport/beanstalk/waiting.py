@@ -18,7 +18,7 @@ from typing import Any, FrozenSet, Optional, Set
 from ... import green
 from .config import WAKE_PRIORITY
 from .pool import CommandPool, Reserver
-from .client import stats_request, stats_results
+from .protocol import stats_request, stats_results
 from .reserving import Reservations, counted, log
 
 __all__ = ["Waiter"]
