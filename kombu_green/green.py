@@ -131,6 +131,9 @@ class Bell:
     def detach(self, event: gevent.event.Event) -> None:
         self._waiters.discard(event)
 
+    def ready(self) -> bool:
+        return bool(self._waitable.ready())
+
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block this greenlet until the next ring; False on timeout."""
         return wait_any((self,), timeout)
@@ -236,6 +239,13 @@ class Pending(Generic[T]):
         if ok:
             return value
         raise value
+
+    def ready(self) -> bool:
+        return bool(self._waitable.ready())
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the call has ended (without its result); False on timeout."""
+        return bool(gevent.wait([self._waitable], timeout))
 
     def when_done(self, callback: Callable[[T], Any]) -> None:
         """Call ``callback(result)`` in the hub once the call succeeds."""

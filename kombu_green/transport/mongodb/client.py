@@ -58,9 +58,13 @@ def describe(uri: str) -> str:
     netloc = urlsplit(uri).netloc.rpartition("@")[2]
     if uri.startswith("mongodb+srv://"):
         return f"{netloc} (SRV)"
-    hosts = [host if ":" in host.rstrip("]").rpartition("]")[2] else f"{host}:27017"
-             for host in netloc.split(",") if host]
-    return ",".join(hosts) or "localhost:27017"
+    return ",".join(_with_port(host) for host in netloc.split(",") if host) or "localhost:27017"
+
+
+def _with_port(host: str) -> str:
+    """``host`` with MongoDB's default port when it names none (IPv6 in brackets)."""
+    has_port = "]:" in host if host.startswith("[") else ":" in host
+    return host if has_port else f"{host}:27017"
 
 
 def split_uri(uri: str) -> Tuple[str, Dict[str, Any]]:
@@ -108,7 +112,11 @@ translated = error_boundary(translate, DRIVER_ERRORS)
 def new_client(uri: str, connect_timeout: float, options: Dict[str, Any]) -> pymongo.MongoClient:
     """A MongoClient that fails within ``connect_timeout`` when no server answers."""
     milliseconds = max(1, int(connect_timeout * 1000))
-    kwargs: Dict[str, Any] = {"serverSelectionTimeoutMS": milliseconds, "connectTimeoutMS": milliseconds,
-                              "appname": "kombu_green", "tz_aware": True}
+    defaults: Dict[str, Any] = {"serverSelectionTimeoutMS": milliseconds, "connectTimeoutMS": milliseconds,
+                                "appname": "kombu_green"}
+    # pymongo lets keywords override the URI: only fill in what the URI leaves out.
+    query = urlsplit(uri).query.lower()
+    kwargs = {key: value for key, value in defaults.items() if f"{key.lower()}=" not in query}
     kwargs.update(options)
+    kwargs["tz_aware"] = True  # the transport compares dates with aware ones
     return pymongo.MongoClient(uri, **kwargs)

@@ -10,6 +10,7 @@
      r: true,              # redelivered (set when a lease returns)
      x: date,              # the message's expiry (only with expiration/x-message-ttl)
      fan: "id:queue",      # fanout copies only: one copy per queue, ever
+     done: date,           # fanout copies only: acked then (kept a while, see fanout.py)
      m: BinData}           # the payload (JSON, body as base64)
 
 The index ``(q, lease, p desc, _id)`` serves the one hot query, "next
@@ -25,12 +26,14 @@ from bson import Binary, ObjectId
 
 from ..virtual import payload as payloads
 
-__all__ = ["NEXT", "from_document", "lease_of", "to_document"]
+__all__ = ["NEXT", "from_document", "is_fanout_copy", "lease_of", "to_document"]
 
 #: Sort order of "the next message": priority high to low, then oldest first.
 NEXT: List[Tuple[str, int]] = [("p", -1), ("_id", 1)]
 #: The payload's key carrying (document id, lease token) while delivered.
 _LEASE = "_mongodb_lease"
+#: The payload's key marking a fanout copy (its ack leaves a tombstone).
+_FAN = "_mongodb_fan"
 
 
 def utc(timestamp: float) -> datetime.datetime:
@@ -59,9 +62,8 @@ def to_document(queue: str, payload: payloads.Payload, priority: int,
 
 
 def _without_lease(payload: payloads.Payload) -> payloads.Payload:
-    if _LEASE in payload:
-        payload = dict(payload)
-        del payload[_LEASE]
+    if _LEASE in payload or _FAN in payload:
+        payload = {key: value for key, value in payload.items() if key not in (_LEASE, _FAN)}
     return payload
 
 
@@ -71,9 +73,15 @@ def from_document(document: Dict[str, Any]) -> payloads.Payload:
     if document.get("r"):
         payload["redelivered"] = True
     payload[_LEASE] = (document["_id"], document.get("lease"))
+    if document.get("fan"):
+        payload[_FAN] = True
     return payload
 
 
 def lease_of(payload: payloads.Payload) -> Tuple[Optional[ObjectId], Optional[ObjectId]]:
     """(document id, lease token) of a delivered payload; (None, None) if it has none."""
     return payload.get(_LEASE) or (None, None)
+
+
+def is_fanout_copy(payload: payloads.Payload) -> bool:
+    return bool(payload.get(_FAN))

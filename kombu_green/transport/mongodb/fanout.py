@@ -7,7 +7,10 @@ cursor: the server holds each ``getMore`` open until a document arrives or
 a second passes) and stores a copy of each message into its bound,
 consumed queues as an ordinary, leased-and-acked message. The copy carries
 ``fan = "<broadcast id>:<queue>"`` under a unique index, so when several
-connections consume the same queue exactly one copy is stored.
+connections consume the same queue exactly one copy is stored. An acked
+copy is not deleted but left as a tombstone (out of every queue) for ten
+minutes, so a tailer that lags behind cannot store it again; a connection
+whose tailing stopped for longer than that may store a copy twice.
 
 What a late subscriber sees: a connection starts tailing at the newest
 broadcast document when its first fanout-bound consumer starts, so it

@@ -6,6 +6,8 @@
   once every message still returns exactly once. This runs whatever the
   connection's consumers are doing, every ``restore_interval`` (default a
   quarter of the visibility timeout, at most 60 s).
+* **Tombstones** of acked fanout copies older than ``FANOUT_TOMBSTONE``
+  are deleted in the same round.
 * **x-expires.** A queue declared with ``x-expires`` carries a deadline
   that a declare, a ``get`` or a consumer pushes back; while this
   connection consumes the queue, the greenlet pushes it back on schedule,
@@ -26,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Housekeeping"]
 
 logger = logging.getLogger("kombu_green.transport.mongodb")
+
+#: Seconds an acked fanout copy is remembered (see :mod:`.fanout`).
+FANOUT_TOMBSTONE = 600.0
 
 
 class Housekeeping:
@@ -51,6 +56,7 @@ class Housekeeping:
             queues = messages.distinct("q", {"lt": {"$lt": cutoff}})
             result = messages.update_many({"lt": {"$lt": cutoff}},
                                           {"$set": {"lease": None, "r": True}, "$unset": {"lt": ""}})
+            messages.delete_many({"done": {"$lt": utc(time.time() - FANOUT_TOMBSTONE)}})
             return result.modified_count, queues
         restored, queues = self.store.offload.call(restore)
         if restored:

@@ -26,9 +26,9 @@ from pymongo.database import Database
 
 from ... import green
 from ..virtual import Empty, Storage
-from ..virtual.payload import Payload
+from ..virtual.payload import Payload, priority_of
 from .client import Names, translated
-from .documents import NEXT, from_document, lease_of, to_document, utc
+from .documents import NEXT, from_document, is_fanout_copy, lease_of, to_document, utc
 from .fanout import Broadcast
 from .housekeeping import Housekeeping
 from .state import MongoState
@@ -80,7 +80,10 @@ class MongoStore(Storage):
         self._arrivals = _ARRIVALS.setdefault(f"{where}/{db.name}/{names.prefix}", Arrivals())
         #: Leased in a batch, not yet delivered: (queue, payload).
         self._ahead: Deque[Tuple[str, Payload]] = deque()
-        self._acks: List[Tuple[ObjectId, Optional[ObjectId]]] = []
+        #: Acks not sent yet: (document id, lease token, is a fanout copy).
+        self._acks: List[Tuple[ObjectId, Optional[ObjectId], bool]] = []
+        #: Lease calls whose waiter was interrupted (their result goes to _ahead).
+        self._pending: List[green.Pending] = []
         self._acking: Optional[green.Greenlet] = None
         self._closed = False
         self._prepare(db, broadcast_size)
@@ -94,6 +97,7 @@ class MongoStore(Storage):
             self.messages.create_index([("q", 1), ("lease", 1), ("p", -1), ("_id", 1)])
             self.messages.create_index([("lt", 1)], sparse=True)
             self.messages.create_index([("fan", 1)], unique=True, sparse=True)
+            self.messages.create_index([("done", 1)], sparse=True)
             if self.ttl:
                 self.messages.create_index([("x", 1)], expireAfterSeconds=0)
                 self.queues.create_index([("x", 1)], expireAfterSeconds=0)
@@ -215,10 +219,12 @@ class MongoStore(Storage):
         try:
             return pending.get()
         except BaseException:
+            self._pending.append(pending)
             pending.when_done(self._keep_ahead)
             raise
 
     def _keep_ahead(self, taken: List[Tuple[str, Payload]]) -> None:
+        self._pending = [pending for pending in self._pending if not pending.ready()]
         if taken:
             self._ahead.extend(taken)
             self._arrivals.ring([queue for queue, _ in taken])
@@ -275,7 +281,7 @@ class MongoStore(Storage):
         document_id, token = lease_of(payload)
         if document_id is None:
             return
-        self._acks.append((document_id, token))
+        self._acks.append((document_id, token, is_fanout_copy(payload)))
         if self._acking is None:
             self._acking = green.spawn(self._send_acks)
 
@@ -283,15 +289,28 @@ class MongoStore(Storage):
         try:
             while self._acks:
                 batch, self._acks = self._acks, []
-                query = {"_id": {"$in": [d for d, _ in batch]}, "lease": {"$in": list({t for _, t in batch})}}
                 try:
-                    self.offload.call(self.messages.delete_many, query)
+                    self.offload.call(self._settle, batch)
                 except Exception as exc:  # noqa: BLE001 - the leases expire and the messages return
                     logger.error("MongoDB at %s: %d acks were not recorded (%s); the messages "
                                  "will be delivered again after the visibility timeout",
                                  self.where, len(batch), exc)
         finally:
             self._acking = None
+
+    def _settle(self, batch: List[Tuple[ObjectId, Optional[ObjectId], bool]]) -> None:
+        """Delete acked documents (if still leased by us). An acked fanout copy
+        becomes a tombstone instead, so a slower tailer cannot store it again."""
+        for fanned in (False, True):
+            rows = [(document_id, token) for document_id, token, fan in batch if fan is fanned]
+            if not rows:
+                continue
+            query = {"_id": {"$in": [d for d, _ in rows]}, "lease": {"$in": list({t for _, t in rows})}}
+            if fanned:
+                self.messages.update_many(query, {"$set": {"q": None, "done": utc(time.time())},
+                                                  "$unset": {"lt": ""}})
+            else:
+                self.messages.delete_many(query)
 
     @translated
     def requeue(self, queue: str, payload: Payload, priority: int = 0) -> None:
@@ -326,9 +345,11 @@ class MongoStore(Storage):
         self.broadcast.close()
         self.housekeeping.close()
         try:
+            for pending in list(self._pending):  # interrupted leases land in _ahead first
+                pending.wait(10.0)
             while self._ahead:
                 queue, payload = self._ahead.pop()
-                self.requeue(queue, payload)
+                self.requeue(queue, payload, priority_of(payload))
             if self._acking is not None:
                 self._acking.join()
         except Exception as exc:  # noqa: BLE001 - their leases expire; they come back then
