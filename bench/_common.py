@@ -32,6 +32,11 @@ class BenchError(Exception):
     """A run that did not deliver what it published: a correctness failure."""
 
 
+class Unavailable(Exception):
+    """A client that cannot be measured here (its transport fails on this
+    server, say): shown as n/a with the reason, not counted as an error."""
+
+
 PAYLOAD_TEXT = ("kombu_green bench " * 60)[:1000]
 
 
@@ -91,15 +96,19 @@ def km_consume(mod: ModuleType, url: str, name: str, n: int) -> Tuple[float, Lis
     return elapsed, ids
 
 
-def km_ping(mod: ModuleType, url: str, name: str, m: int) -> List[float]:
-    """m publish-to-delivery round trips over two connections, in seconds."""
+def km_ping(mod: ModuleType, url: str, name: str, m: int, **connection: Any) -> List[float]:
+    """m publish-to-delivery round trips over two connections, in seconds.
+
+    ``connection``: extra keyword arguments for both connections
+    (``transport_options``, say); none by default.
+    """
     arrived: List[float] = []
 
     def on_message(body: Any, message: Any) -> None:
         arrived.append(perf_counter())
         message.ack()
 
-    with mod.Connection(url) as pconn, mod.Connection(url) as cconn:
+    with mod.Connection(url, **connection) as pconn, mod.Connection(url, **connection) as cconn:
         queue = km_queue(mod, name)(cconn.channel())
         queue.declare()
         producer = mod.Producer(pconn.channel())
@@ -212,8 +221,9 @@ def summarize(results: Dict[str, Dict[str, List[float]]]) -> Dict[str, Dict[str,
 
 
 def report(summary: Dict[str, Dict[str, Any]], libs: List[str], titles: Titles,
-           goals: Goals) -> Dict[str, Any]:
-    """Print the table and how each goal fared; return the ratios."""
+           goals: Goals, unavailable: Sequence[str] = ()) -> Dict[str, Any]:
+    """Print the table and how each goal fared; return the ratios. A client in
+    ``unavailable`` shows n/a where it has no figure; no goals, no goals line."""
     metrics = [("publish", "publish msg/s (higher is better)"),
                ("consume", "consume msg/s (higher is better)"),
                ("p50", "ping p50 us (lower is better)"),
@@ -225,7 +235,9 @@ def report(summary: Dict[str, Dict[str, Any]], libs: List[str], titles: Titles,
         vs_kombu, vs_raw = (ratio(get("kombu_green", key), get(other, key))
                             for other in ("kombu", "raw"))
         ratios[key] = {"kombu_green/kombu": vs_kombu, "kombu_green/raw": vs_raw}
-        rows.append([label] + [fmt(get(lib, key)) if lib in libs else "-" for lib in LIBS]
+        rows.append([label] + [("n/a" if lib in unavailable and get(lib, key) is None
+                                else fmt(get(lib, key))) if lib in libs else "-"
+                               for lib in LIBS]
                     + [fmt_ratio(vs_kombu), fmt_ratio(vs_raw)])
     print(table(["metric"] + [titles[lib] for lib in LIBS]
                 + ["kombu_green/kombu", "kombu_green/raw"], rows))
@@ -235,7 +247,8 @@ def report(summary: Dict[str, Dict[str, Any]], libs: List[str], titles: Titles,
         shown = "n/a" if value is None else f"{value:.3f}x, " + (
             "met" if value >= target else "missed")
         marks.append(f"{key} >= {target:.1f}x {titles[other]} ({shown})")
-    print("goals: " + "; ".join(marks))
+    if marks:
+        print("goals: " + "; ".join(marks))
     return ratios
 
 
@@ -283,6 +296,8 @@ class Run:
                                  for lib in args.libs}
         self.queues: List[str] = []
         self.errors: List[str] = []
+        #: Client -> why it could not be measured (it raised Unavailable).
+        self.unavailable: Dict[str, str] = {}
 
     def round(self, lib: str, rnd: int, runners: Runners,
               settle: Callable[[str, int], None], base: str) -> None:
@@ -303,6 +318,10 @@ class Run:
         latencies = [s * 1e6 for s in ping(base + ".ping", self.args.pings)]
         self.results[lib]["p50"].append(percentile(latencies, 50))
         self.results[lib]["p99"].append(percentile(latencies, 99))
+        self.progress(lib, rnd)
+
+    def progress(self, lib: str, rnd: int) -> None:
+        """One stderr line with the latest figures of a client."""
         r = self.results[lib]
         print(f"  round {rnd + 1} {self.titles[lib]:<12} publish {r['publish'][-1]:>9,.0f}/s  "
               f"consume {r['consume'][-1]:>9,.0f}/s  p50 {r['p50'][-1]:>6,.0f}us  "
@@ -320,6 +339,11 @@ class Run:
                     continue
                 try:
                     one_round(lib, rnd)
+                except Unavailable as exc:
+                    self.unavailable[lib] = f"{exc} (round {rnd + 1})"
+                    print(f"  {self.titles[lib]}: n/a, {self.unavailable[lib]}",
+                          file=sys.stderr, flush=True)
+                    active.remove(lib)
                 except Exception as exc:  # one broken client must not hide the others
                     self.errors.append(f"{self.titles[lib]} round {rnd + 1}: "
                                        f"{type(exc).__name__}: {exc}")
@@ -332,7 +356,10 @@ class Run:
         summary = summarize(self.results)
         print()
         print(env_line(env))
-        ratios = report(summary, self.args.libs, self.titles, self.goals)
+        ratios = report(summary, self.args.libs, self.titles, self.goals,
+                        list(self.unavailable))
+        for lib, reason in self.unavailable.items():
+            print(f"n/a: {self.titles[lib]}: {reason}")
         for note in notes:
             print(note)
         for err in self.errors:
@@ -340,6 +367,8 @@ class Run:
         if self.args.json:
             with open(self.args.json, "w") as fh:
                 json.dump({"env": env, "runs": self.results, "summary": summary,
-                           "ratios": ratios, "errors": self.errors, **(extra or {})},
+                           "ratios": ratios, "errors": self.errors,
+                           **({"unavailable": self.unavailable} if self.unavailable else {}),
+                           **(extra or {})},
                           fh, indent=2)
         return 1 if self.errors else 0
