@@ -131,9 +131,6 @@ class Bell:
     def detach(self, event: gevent.event.Event) -> None:
         self._waiters.discard(event)
 
-    def ready(self) -> bool:
-        return bool(self._waitable.ready())
-
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block this greenlet until the next ring; False on timeout."""
         return wait_any((self,), timeout)

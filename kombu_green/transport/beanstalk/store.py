@@ -212,8 +212,8 @@ class BeanstalkStore(Storage):
                          payload.get("job_pri", to_beanstalk_priority(priority)))
 
     @translated
-    def bury(self, queue: str, payload: Payload) -> None:
-        """Put the job aside (``reject(requeue=False)``); ``kick`` brings it back."""
+    def reject(self, queue: str, payload: Payload) -> None:
+        """Bury the job (``reject(requeue=False)``): kept aside; ``kick`` brings it back."""
         self.held.settle(payload.get("job"), "bury", payload.get("job_pri", PRIORITY_BASE))
 
     def close(self) -> None:

@@ -59,41 +59,19 @@ Transport options (``transport_options={...}`` or the URL query):
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple, cast
+from typing import Any, Dict, Tuple
 
 import greenstalk
 
 from ...exceptions import ConfigurationError
 from .. import base
-from ..virtual import Channel as VirtualChannel
 from ..virtual import Transport as VirtualTransport
-from ..virtual.qos import QoS
 from .client import GreenClient, connect
 from .errors import CONNECTION_ERRORS
 from .config import Options, parse_options
 from .store import BeanstalkStore
 
-__all__ = ["BeanstalkQoS", "Channel", "Transport"]
-
-
-class BeanstalkQoS(QoS):
-    """``reject(requeue=False)`` buries the job instead of deleting it."""
-
-    def reject(self, delivery_tag: int, requeue: bool = False, multiple: bool = False) -> None:
-        if requeue:
-            super().reject(delivery_tag, requeue, multiple)
-            return
-        store = cast(BeanstalkStore, self.store)
-        for queue, payload in self._take(delivery_tag, multiple):
-            store.bury(queue, payload)
-
-
-class Channel(VirtualChannel):
-    """A virtual channel whose rejected messages are buried (see the module doc)."""
-
-    def __init__(self, transport: Any) -> None:
-        super().__init__(transport)
-        self.qos = BeanstalkQoS(self.store)
+__all__ = ["Transport"]
 
 
 class Transport(VirtualTransport):
@@ -101,7 +79,6 @@ class Transport(VirtualTransport):
 
     default_port = 11300
     driver_type = driver_name = "beanstalk"
-    Channel = Channel
     connection_errors = CONNECTION_ERRORS
     capabilities = base.Capabilities(
         notes=("exchanges and bindings live in the declaring process (beanstalkd cannot store "

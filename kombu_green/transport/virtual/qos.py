@@ -63,7 +63,7 @@ class QoS:
                 payload["redelivered"] = True
                 self.store.requeue(queue, payload, priority_of(payload))
             else:
-                self.store.ack(queue, payload)
+                self.store.reject(queue, payload)
 
     def restore_unacked(self) -> int:
         """Put every unacked message back (newest first, so head-inserting

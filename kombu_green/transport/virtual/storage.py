@@ -99,6 +99,11 @@ class Storage:
     def ack(self, queue: str, payload: Payload) -> None:
         """A delivered message was acked (stores that track leases drop it)."""
 
+    def reject(self, queue: str, payload: Payload) -> None:
+        """A delivered message was rejected without requeue. AMQP drops it
+        (the default); a store may keep it aside instead (beanstalk buries)."""
+        self.ack(queue, payload)
+
     def get_any(self, queues: Sequence[str], timeout: Optional[float],
                 interrupt: Optional[green.Bell] = None, batch: int = 1) -> Tuple[str, Payload]:
         """Wait for a message on any of ``queues``; raise :class:`Empty`.
