@@ -82,7 +82,8 @@ class MongoStore(Storage):
         self._ahead: Deque[Tuple[str, Payload]] = deque()
         #: Acks not sent yet: (document id, lease token, is a fanout copy).
         self._acks: List[Tuple[ObjectId, Optional[ObjectId], bool]] = []
-        #: Lease calls whose waiter was interrupted (their result goes to _ahead).
+        #: Lease calls whose result goes to _ahead: batches leased ahead, and
+        #: leases whose waiter was interrupted.
         self._pending: List[green.Pending] = []
         self._acking: Optional[green.Greenlet] = None
         self._closed = False
@@ -223,6 +224,11 @@ class MongoStore(Storage):
             pending.when_done(self._keep_ahead)
             raise
 
+    def _lease_ahead(self, queues: List[str], count: int) -> None:
+        pending = self.offload.spawn(self._lease, queues, count)
+        self._pending.append(pending)
+        pending.when_done(self._keep_ahead)
+
     def _keep_ahead(self, taken: List[Tuple[str, Payload]]) -> None:
         self._pending = [pending for pending in self._pending if not pending.ready()]
         if taken:
@@ -255,13 +261,18 @@ class MongoStore(Storage):
         delay = self.polling_interval_min
         while True:
             bells = self._arrivals.bells(queues) + ([interrupt] if interrupt is not None else [])
+            for pending in list(self._pending):  # leases on their way land in _ahead first
+                pending.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            self._pending = [pending for pending in self._pending if not pending.ready()]
             ahead = self._next_ahead(queues)
             if ahead is not None:
                 return ahead
-            taken = self._take(list(queues), max(1, batch))
-            if taken:
-                self._ahead.extend(taken[1:])
-                return taken[0]
+            if not self._pending:
+                taken = self._take(list(queues), 1)
+                if taken:
+                    if batch > 1:  # the rest of the batch is leased while this one is handled
+                        self._lease_ahead(list(queues), batch - 1)
+                    return taken[0]
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise Empty()
