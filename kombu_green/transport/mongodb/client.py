@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple, Type
 from urllib.parse import quote, urlsplit
 
 import pymongo
+from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
@@ -21,7 +22,8 @@ from ..base import error_boundary
 __all__ = ["DRIVER_ERRORS", "Names", "describe", "mongo_uri", "new_client", "split_uri",
            "translate", "translated"]
 
-DRIVER_ERRORS: Tuple[Type[BaseException], ...] = (mongo_errors.PyMongoError, OSError)
+#: pymongo's errors, and bson's for a document it cannot encode (DocumentTooLarge is one).
+DRIVER_ERRORS: Tuple[Type[BaseException], ...] = (mongo_errors.PyMongoError, bson_errors.InvalidDocument, OSError)
 
 #: Server error codes meaning "who you are" or "what you may do" was refused.
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
@@ -93,6 +95,8 @@ def translate(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, mongo_errors.DocumentTooLarge):
         return errors.PreconditionFailed(
             f"The message is too large for MongoDB at {where} (16 MiB per document): {exc}")
+    if isinstance(exc, bson_errors.InvalidDocument):
+        return errors.ChannelError(f"The message cannot be stored in MongoDB at {where}: {exc}")
     if isinstance(exc, (mongo_errors.ConnectionFailure, OSError)):
         first_line = str(exc).split(", Timeout:")[0].split("\n")[0]
         for host in where.split(","):  # pymongo starts with "host:port: "

@@ -80,6 +80,8 @@ class Broadcast:
     def watch(self, queue: str) -> None:
         self._watched.add(queue)
         if self._tailer is None and self.store.state.fanout_exchanges_of(queue):
+            if self._last is None:  # from now on: read before consume() returns
+                self._last = self.offload.call(self._newest)
             self._tailer = green.spawn(self._tail)
 
     def unwatch(self, queue: str) -> None:

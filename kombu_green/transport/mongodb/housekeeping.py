@@ -72,6 +72,11 @@ class Housekeeping:
 
     def keep(self, queue: str) -> None:
         self._kept.add(queue)
+        if queue not in self.expires:  # declared elsewhere: its arguments are in its document
+            document = self.store.offload.call(self.store.queues.find_one, {"_id": queue}, {"a": 1})
+            expires = int(((document or {}).get("a") or {}).get("x-expires") or 0)
+            if expires:
+                self.expires[queue] = expires
         if queue in self.expires:
             self.touch(queue)
             self._wake.ring()  # the next round may now be due sooner

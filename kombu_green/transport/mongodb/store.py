@@ -336,10 +336,12 @@ class MongoStore(Storage):
 
     # -- consumers ----------------------------------------------------------------
 
+    @translated
     def watch(self, queue: str) -> None:
         self.broadcast.watch(queue)
         self.housekeeping.keep(queue)
 
+    @translated
     def unwatch(self, queue: str) -> None:
         self.broadcast.unwatch(queue)
         self.housekeeping.unkeep(queue)
