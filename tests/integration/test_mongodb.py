@@ -14,13 +14,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 from typing import Any, Iterator, List
 
 import gevent
 import pytest
 
 from kombu_green import Consumer, Exchange, Producer, Queue
-from kombu_green.exceptions import NotFound
+from kombu_green.exceptions import NotFound, PreconditionFailed
 
 from ..conformance import WAIT, drain_until
 from .mongodb_support import Collections, consume, declare, own_collections, publish, quiet
@@ -94,6 +95,21 @@ def test_priorities_are_delivered_highest_first_and_fifo_within_one(mongo: Colle
         assert sorted({d["p"] for d in mongo.documents("q")}) == [0, 3, 6, 9]
         got = [bound.get(no_ack=True).payload for _ in range(12)]
     assert got == [[priority, n] for priority in (9, 6, 3, 0) for n in range(3)]
+
+
+def test_a_message_over_16_mib_is_refused_with_precondition_failed(mongo: Collections) -> None:
+    """A 13 MiB body (over 16 MiB once base64-encoded in its document) is refused with
+    PreconditionFailed naming the server; the connection goes on working."""
+    with mongo.connect() as conn:
+        declare(conn, "q")
+        producer = Producer(conn.channel())
+        with pytest.raises(PreconditionFailed, match="too large") as info:
+            producer.publish(b"x" * (13 * 1024 * 1024), routing_key="q", content_type="application/data",
+                             content_encoding="binary")
+        parsed = urllib.parse.urlsplit(mongo.url)
+        assert f"{parsed.hostname}:{parsed.port or 27017}" in str(info.value)
+        producer.publish("small", routing_key="q")
+        assert [d["q"] for d in mongo.documents()] == ["q"]
 
 
 # -- bindings shared across processes -----------------------------------------------------
@@ -214,6 +230,21 @@ def test_x_expires_spares_a_queue_consumed_under_a_long_callback(mongo: Collecti
         drain_until(conn, lambda: len(received) == 2, WAIT)
         assert received == ["slow", "next"]
         Queue("busy")(other.channel()).queue_declare(passive=True)
+
+
+def test_x_expires_spares_a_queue_consumed_without_declaring_it(mongo: Collections) -> None:
+    """One connection declares the queue (x-expires 300 ms) and closes; another consumes
+    it without declaring it again: it is in use, so it must not expire."""
+    with mongo.connect() as declarer:
+        Queue("used", expires=0.3)(declarer.channel()).declare()
+    with mongo.connect() as conn, mongo.connect() as other:
+        Consumer(conn.channel(), [Queue("used", no_declare=True)], callbacks=[lambda body, m: m.ack()]).consume()
+        draining = gevent.spawn(quiet, conn, 1.0)
+        gevent.sleep(0.8)
+        try:
+            Queue("used")(other.channel()).queue_declare(passive=True)
+        finally:
+            draining.get(timeout=WAIT)
 
 
 def test_ttl_option_creates_the_ttl_indexes(mongo: Collections) -> None:

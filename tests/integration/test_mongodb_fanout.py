@@ -11,6 +11,7 @@ hold one connection's copies back (:class:`HeldCopies`) instead of sleeping.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, Iterator, List
 
 import gevent
@@ -155,3 +156,23 @@ def test_fanout_reaches_every_queue_consumed_when_published_and_only_those(mongo
                        "the acks took every copy out of its queue")
     finally:
         _close_all(early, late, publisher)
+
+
+def test_a_message_published_right_after_consume_returns_is_received(mongo: Collections) -> None:
+    """The server is slow to answer the tailer's first query (300 ms here): a message
+    published once consume() has returned still reaches the consumer."""
+    exchange = Exchange("fan", "fanout")
+    with mongo.connect() as conn, mongo.connect() as publisher:
+        conn.connect()
+        broadcast = conn.transport.store.broadcast
+        newest = broadcast._newest
+
+        def slow_newest() -> Any:
+            time.sleep(0.3)  # off the hub: a native thread, or gevent's sleep when patched
+            return newest()
+
+        broadcast._newest = slow_newest
+        got = consume(conn, "q", queue=Queue("q", exchange))
+        Producer(publisher.channel(), exchange).publish("right after consume")
+        drain_until(conn, lambda: got, 2.0)
+        assert _bodies(got) == ["right after consume"]
