@@ -14,6 +14,9 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import gevent
+import gevent.event
+import gevent.server
+import gevent.socket
 import pymongo
 import pytest
 from pymongo.collection import Collection
@@ -144,3 +147,71 @@ def quiet(conn: Connection, seconds: float) -> None:
     """Nothing more is delivered for ``seconds``."""
     with pytest.raises(socket.timeout):
         conn.drain_events(timeout=seconds)
+
+
+class Proxy:
+    """A TCP proxy in front of the test MongoDB whose connections can all be cut at
+    once (:meth:`drop`), as a network failure would; new connections are accepted.
+    It can also swallow the reply to the next command of a kind
+    (:meth:`lose_reply_to`): the server has run it, the client never hears."""
+
+    def __init__(self) -> None:
+        parsed = urllib.parse.urlsplit(MONGODB_URL)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 27017)
+        self._handlers: List[gevent.Greenlet] = []
+        self._armed: Optional[bytes] = None
+        #: Set once a reply was swallowed.
+        self.swallowed = gevent.event.Event()
+        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._handle)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def url(self, url: str) -> str:
+        """``url`` going through the proxy."""
+        parsed = urllib.parse.urlsplit(url)
+        return urllib.parse.urlunsplit(parsed._replace(netloc=f"127.0.0.1:{self.port}"))
+
+    def lose_reply_to(self, command: bytes) -> None:
+        """From the next request naming ``command`` on, its connection gets no replies."""
+        self.swallowed.clear()
+        self._armed = command
+
+    def drop(self) -> None:
+        """Cut every connection made through the proxy so far."""
+        gevent.killall(list(self._handlers))
+
+    def _handle(self, client: Any, address: Any) -> None:
+        self._handlers.append(gevent.getcurrent())
+        upstream = gevent.socket.create_connection(self.target)
+        deaf = gevent.event.Event()
+        try:
+            pumps = [gevent.spawn(self._pump, client, upstream, deaf, False),
+                     gevent.spawn(self._pump, upstream, client, deaf, True)]
+            try:
+                gevent.joinall(pumps, count=1)
+            finally:
+                gevent.killall(pumps)
+        finally:
+            upstream.close()
+            client.close()
+            self._handlers.remove(gevent.getcurrent())
+
+    def _pump(self, source: Any, sink: Any, deaf: gevent.event.Event, replies: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if replies and deaf.is_set():
+                    self.swallowed.set()
+                    continue
+                if not replies and self._armed and self._armed in data:
+                    self._armed = None
+                    deaf.set()
+                sink.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.server.stop()
+        self.drop()

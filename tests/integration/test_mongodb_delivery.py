@@ -5,6 +5,9 @@ it is acked; it comes back -- marked redelivered, exactly once -- when its
 consumer closes, is SIGKILLed, or holds it past the visibility timeout,
 however many connections restore expired leases at once.
 
+A network failure under a consumer is survived or reported as an
+OperationalError, and a lease whose reply was lost comes back too.
+
 Every test works under a collection prefix of its own (see
 :class:`.mongodb_support.Collections`), so short visibility timeouts only
 ever restore the test's own leases.
@@ -16,16 +19,17 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, List
 
 import gevent
 import gevent.subprocess
 import pytest
 
-from kombu_green import Connection, Consumer, Queue
+from kombu_green import Connection, Consumer, Exchange, Producer, Queue
+from kombu_green.exceptions import OperationalError
 
 from ..conformance import WAIT, drain_until
-from .mongodb_support import Collections, consume, declare, own_collections, publish, quiet
+from .mongodb_support import Collections, Proxy, consume, declare, own_collections, publish, quiet
 
 pytestmark = pytest.mark.mongodb
 
@@ -36,6 +40,14 @@ SHORT_LEASES = {"visibility_timeout": 2, "restore_interval": 0.2}
 @pytest.fixture
 def mongo() -> Iterator[Collections]:
     yield from own_collections()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    """A TCP proxy in front of the test MongoDB (see :class:`.mongodb_support.Proxy`)."""
+    made = Proxy()
+    yield made
+    made.close()
 
 
 # -- visibility timeout -------------------------------------------------------------------
@@ -205,3 +217,77 @@ def test_closing_keeps_the_priority_of_messages_fetched_ahead(mongo: Collections
         assert [m.payload for m in delivered] == [0]
         mongo.wait_for(lambda: mongo.leased() == 8, "the other 7 leased ahead")
     assert sorted(document["p"] for document in mongo.documents()) == [1] * 4 + [9] * 4
+
+
+# -- the network --------------------------------------------------------------------------
+
+
+def _drain_through_failures(conn: Connection, done: Any, errors: List[str], timeout: float = WAIT) -> None:
+    """drain_until, recording OperationalErrors (a dropped connection) instead of failing."""
+    with gevent.Timeout(timeout, AssertionError(f"condition not met within {timeout}s")):
+        while not done():
+            try:
+                drain_until(conn, done, timeout)
+            except OperationalError as exc:
+                errors.append(str(exc))
+
+
+def test_a_dropped_connection_under_a_waiting_consumer_loses_nothing(mongo: Collections, proxy: Proxy) -> None:
+    """Every connection to the server is cut while drain_events() (no timeout) waits: the
+    driver connects again or the wait ends with OperationalError naming host:port; either
+    way the message published meanwhile is delivered, once."""
+    with mongo.connect() as direct, Connection(proxy.url(mongo.url), connect_timeout=2) as conn:
+        declare(direct, "q")
+        received = consume(conn, "q")
+        errors: List[str] = []
+        waiter = gevent.spawn(_drain_through_failures, conn, lambda: received, errors)
+        gevent.sleep(0.3)  # waiting, polling the empty queue
+        proxy.drop()
+        publish(direct, "q", ["after the drop"])
+        waiter.get(timeout=WAIT * 2)
+        quiet(conn, 0.3)
+        assert [m.payload for m in received] == ["after the drop"]
+        assert all(f"127.0.0.1:{proxy.port}" in error for error in errors), errors
+    mongo.wait_for(lambda: not mongo.documents(), "the ack deleted the document")
+
+
+def test_a_lease_whose_reply_was_lost_comes_back(mongo: Collections, proxy: Proxy) -> None:
+    """The server leases a message for drain_events() but the reply never arrives and the
+    connection drops: OperationalError naming host:port, and after the visibility timeout
+    the message is delivered, redelivered, once."""
+    with mongo.connect() as direct, Connection(proxy.url(mongo.url_with(visibility_timeout=1, restore_interval=0.2)),
+                                                 connect_timeout=2) as conn:
+        declare(direct, "q")
+        received = consume(conn, "q")
+        proxy.lose_reply_to(b"findAndModify")
+        publish(direct, "q", ["lost reply"])
+        waiter = gevent.spawn(conn.drain_events)
+        assert proxy.swallowed.wait(WAIT), "the lease's reply was expected to be swallowed"
+        assert mongo.leased() == 1
+        proxy.drop()
+        waiter.join(timeout=WAIT)
+        assert isinstance(waiter.exception, OperationalError), repr(waiter.exception)
+        assert f"127.0.0.1:{proxy.port}" in str(waiter.exception)
+        drain_until(conn, lambda: received, timeout=WAIT * 2)
+        quiet(conn, 0.3)
+        assert [(m.payload, m.redelivered) for m in received] == [("lost reply", True)]
+    mongo.wait_for(lambda: not mongo.documents(), "the ack deleted the document")
+
+
+def test_fanout_tailing_resumes_after_a_dropped_connection(mongo: Collections, proxy: Proxy) -> None:
+    """The tailing cursor's connection is cut, and 3 messages are broadcast before it
+    reads again: it resumes after the last broadcast it saw, so all arrive, once, in order."""
+    exchange = Exchange("fan", "fanout")
+    with mongo.connect() as direct, Connection(proxy.url(mongo.url), connect_timeout=2) as conn:
+        received = consume(conn, "fq", queue=Queue("fq", exchange))
+        producer = Producer(direct.channel(), exchange)
+        producer.publish("before")
+        drain_until(conn, lambda: received, WAIT * 2)
+        proxy.drop()
+        for n in range(3):
+            producer.publish(f"after {n}")
+        errors: List[str] = []
+        _drain_through_failures(conn, lambda: len(received) >= 4, errors, WAIT * 2)
+        quiet(conn, 0.3)
+        assert [m.payload for m in received] == ["before", "after 0", "after 1", "after 2"]
+        assert all(f"127.0.0.1:{proxy.port}" in error for error in errors), errors
