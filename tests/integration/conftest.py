@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 
 from .redis_keyspace import Keyspace
-from .redis_proxy import Proxy
+from .tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -19,9 +19,9 @@ def space() -> Iterator[Keyspace]:
 
 
 @pytest.fixture
-def proxy(space: Keyspace) -> Iterator[Proxy]:
-    """A proxy in front of the test Redis (see :mod:`.redis_proxy`)."""
+def proxy(space: Keyspace) -> Iterator[TcpProxy]:
+    """A proxy in front of the test Redis (see :mod:`.tcp_proxy`)."""
     parsed = urllib.parse.urlsplit(space.url)
-    made = Proxy(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+    made = TcpProxy(parsed.hostname or "127.0.0.1", parsed.port or 6379)
     yield made
     made.close()

@@ -147,3 +147,8 @@ def quiet(conn: Connection, seconds: float) -> None:
     """Nothing more is delivered for ``seconds``."""
     with pytest.raises(socket.timeout):
         conn.drain_events(timeout=seconds)
+
+
+def through(space: Keyspace, proxy: Any, **options: Any) -> Connection:
+    """A Connection to the keyspace's Redis through ``proxy`` (a :class:`.tcp_proxy.TcpProxy`)."""
+    return Connection(proxy.url(space.url), transport_options=space.options(**options))

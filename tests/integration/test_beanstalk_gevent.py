@@ -23,7 +23,8 @@ from kombu_green.exceptions import ConnectionClosed, OperationalError
 from kombu_green.transport.beanstalk.store import BeanstalkStore
 
 from ..conformance import WAIT, drain_until, get_soon
-from .beanstalk_support import Proxy, Space, consume, declare, publish, quiet, raw_client
+from .beanstalk_support import BEANSTALK_URL, Space, consume, declare, publish, quiet, raw_client, server
+from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.beanstalk
 
@@ -36,8 +37,8 @@ def space() -> Iterator[Space]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[Proxy]:
-    made = Proxy()
+def proxy() -> Iterator[TcpProxy]:
+    made = TcpProxy(*server())
     yield made
     made.close()
 
@@ -121,14 +122,14 @@ def test_an_interrupted_drain_loses_nothing(space: Space) -> None:
     assert space.count(name, "ready") + space.count(name, "reserved") == 0
 
 
-def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Space, proxy: Proxy) -> None:
+def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Space, proxy: TcpProxy) -> None:
     """100 messages wait; drain_events is interrupted after beanstalkd reserved a batch
     for it but before the replies arrived: the next calls deliver every message once."""
     name, total = space.name(), 100
     with space.connect() as publisher:
         declare(publisher, name)
         publish(publisher, name, range(total))
-    with Connection(proxy.url) as conn:
+    with Connection(proxy.url(BEANSTALK_URL)) as conn:
         declare(conn, name)
         received = consume(conn, name)
         proxy.hold_after(b"reserve-with-timeout")
@@ -146,14 +147,14 @@ def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Space, pr
     assert space.count(name, "ready") + space.count(name, "reserved") == 0
 
 
-def test_an_interrupted_get_loses_nothing(space: Space, proxy: Proxy) -> None:
+def test_an_interrupted_get_loses_nothing(space: Space, proxy: TcpProxy) -> None:
     """Queue.get() interrupted after beanstalkd reserved its job but before the reply came:
     the next get() returns that job, not the one after it."""
     name = space.name()
     with space.connect() as publisher:
         declare(publisher, name)
         publish(publisher, name, ["first", "second"])
-    with Connection(proxy.url) as conn:
+    with Connection(proxy.url(BEANSTALK_URL)) as conn:
         queue = Queue(name)(conn.channel())
         proxy.hold_after(b"reserve-with-timeout")
         got: List[Any] = []
@@ -206,11 +207,11 @@ def test_closing_a_connection_wakes_a_greenlet_in_drain_events(space: Space) -> 
     space.wait_for(lambda: not waiting_on(space, name), "the reserve is gone from the server")
 
 
-def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Space, proxy: Proxy) -> None:
+def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Space, proxy: TcpProxy) -> None:
     """The network dropping under a waiting consumer raises OperationalError naming
     host:port instead of hanging; the next drain_events connects again and delivers."""
     name = space.name()
-    with Connection(proxy.url) as conn:
+    with Connection(proxy.url(BEANSTALK_URL)) as conn:
         declare(conn, name)
         received = consume(conn, name)
         waiter = gevent.spawn(conn.drain_events)

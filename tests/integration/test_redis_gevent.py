@@ -27,7 +27,8 @@ from kombu_green.exceptions import ConnectionClosed, OperationalError
 
 from ..conformance import WAIT, drain_until, get_soon
 from .redis_keyspace import Keyspace, consume, declare, publish, quiet
-from .redis_proxy import Proxy, through
+from .redis_keyspace import through
+from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
 
@@ -126,7 +127,7 @@ def test_an_interrupted_drain_loses_nothing(space: Keyspace) -> None:
         space.wait_for(lambda: space.unacked() == 0, "the ack reached Redis")
 
 
-def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Keyspace, proxy: Proxy) -> None:
+def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Keyspace, proxy: TcpProxy) -> None:
     """100 messages wait; drain_events is interrupted (gevent.Timeout) after Redis took a
     batch for it but before the reply arrived: the next calls still deliver every message."""
     total = 100
@@ -135,7 +136,7 @@ def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Keyspace,
         publish(publisher, "q", range(total))
     with through(space, proxy) as conn:
         received = consume(conn, "q")
-        proxy.hold_next_script_reply()
+        proxy.hold_after(b"EVALSHA")
         with gevent.Timeout(0.3, False):
             conn.drain_events()
         assert received == [] and space.unacked() > 0, "Redis took a batch, the reply is held back"
@@ -151,7 +152,7 @@ def test_a_drain_interrupted_while_taking_a_batch_loses_nothing(space: Keyspace,
     assert space.unacked() == 0
 
 
-def test_an_interrupted_get_loses_nothing(space: Keyspace, proxy: Proxy) -> None:
+def test_an_interrupted_get_loses_nothing(space: Keyspace, proxy: TcpProxy) -> None:
     """Queue.get() interrupted after Redis took its message but before the reply arrived:
     the next get() returns that message, not the one after it."""
     with space.connect() as publisher:
@@ -159,7 +160,7 @@ def test_an_interrupted_get_loses_nothing(space: Keyspace, proxy: Proxy) -> None
         publish(publisher, "q", ["first", "second"])
     with through(space, proxy) as conn:
         queue = Queue("q")(conn.channel())
-        proxy.hold_next_script_reply()
+        proxy.hold_after(b"EVALSHA")
         got: List[Any] = []
         with gevent.Timeout(0.3, False):
             got.append(queue.get())
@@ -219,7 +220,7 @@ def _waiting(space: Keyspace, conn: Connection, client_name: str) -> Tuple[geven
     return waiter, received
 
 
-def test_closing_a_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, proxy: Proxy) -> None:
+def test_closing_a_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, proxy: TcpProxy) -> None:
     """drain_events() with no timeout must not outlive its connection: ConnectionClosed,
     even when Redis is slow to accept the connections opened meanwhile."""
     name = f"kgt-{uuid.uuid4().hex[:10]}"
@@ -235,7 +236,7 @@ def test_closing_a_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, 
     assert isinstance(waiter.exception, ConnectionClosed), repr(waiter.exception)
 
 
-def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, proxy: Proxy) -> None:
+def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, proxy: TcpProxy) -> None:
     """The network dropping under a waiting consumer raises OperationalError naming
     host:port instead of hanging; the next drain_events connects again and delivers."""
     name = f"kgt-{uuid.uuid4().hex[:10]}"
@@ -251,7 +252,7 @@ def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Keyspace, 
         assert [m.payload for m in received] == ["after the drop"]
 
 
-def test_fanout_subscriptions_are_renewed_after_a_dropped_connection(space: Keyspace, proxy: Proxy) -> None:
+def test_fanout_subscriptions_are_renewed_after_a_dropped_connection(space: Keyspace, proxy: TcpProxy) -> None:
     """PUB/SUB lost under a fanout consumer: the next drain_events reports it once (the
     messages of the gap are gone), the one after subscribes again and delivers."""
     exchange = Exchange("fan", "fanout")
