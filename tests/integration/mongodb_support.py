@@ -11,7 +11,7 @@ import os
 import socket
 import urllib.parse
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set
 
 import gevent
 import gevent.event
@@ -46,6 +46,8 @@ def private_url(**options: object) -> str:
 
 #: The collections a transport keeps under one prefix.
 SUFFIXES = ("messages", "queues", "exchanges", "bindings", "meta", "broadcast")
+#: Prefixes of this run whose collections were dropped ("<prefix>.").
+_DROPPED: Set[str] = set()
 
 
 class Collections:
@@ -101,9 +103,16 @@ class Collections:
     # -- cleaning up --------------------------------------------------------
 
     def drop_all(self) -> None:
+        """Drop this prefix's collections, and any that an earlier test's connection
+        created again after its drop (an update still on its way when the connection
+        closed creates its collection again on the test server)."""
         try:
             for suffix in SUFFIXES:
                 self.db.drop_collection(f"{self.prefix}.{suffix}")
+            _DROPPED.add(f"{self.prefix}.")
+            for name in self.db.list_collection_names():
+                if name.startswith(tuple(_DROPPED)):
+                    self.db.drop_collection(name)
         finally:
             self.client.close()
 
