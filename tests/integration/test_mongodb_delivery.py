@@ -18,6 +18,7 @@ import collections
 import signal
 import sys
 import textwrap
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, List
 
@@ -29,7 +30,8 @@ from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 from kombu_green.exceptions import OperationalError
 
 from ..conformance import WAIT, drain_until
-from .mongodb_support import Collections, Proxy, consume, declare, own_collections, publish, quiet
+from .mongodb_support import MONGODB_URL, Collections, consume, declare, own_collections, publish, quiet
+from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.mongodb
 
@@ -43,9 +45,10 @@ def mongo() -> Iterator[Collections]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[Proxy]:
-    """A TCP proxy in front of the test MongoDB (see :class:`.mongodb_support.Proxy`)."""
-    made = Proxy()
+def proxy() -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the test MongoDB (see :mod:`.tcp_proxy`)."""
+    parsed = urllib.parse.urlsplit(MONGODB_URL)
+    made = TcpProxy(parsed.hostname or "127.0.0.1", parsed.port or 27017)
     yield made
     made.close()
 
@@ -232,7 +235,7 @@ def _drain_through_failures(conn: Connection, done: Any, errors: List[str], time
                 errors.append(str(exc))
 
 
-def test_a_dropped_connection_under_a_waiting_consumer_loses_nothing(mongo: Collections, proxy: Proxy) -> None:
+def test_a_dropped_connection_under_a_waiting_consumer_loses_nothing(mongo: Collections, proxy: TcpProxy) -> None:
     """Every connection to the server is cut while drain_events() (no timeout) waits: the
     driver connects again or the wait ends with OperationalError naming host:port; either
     way the message published meanwhile is delivered, once."""
@@ -251,7 +254,7 @@ def test_a_dropped_connection_under_a_waiting_consumer_loses_nothing(mongo: Coll
     mongo.wait_for(lambda: not mongo.documents(), "the ack deleted the document")
 
 
-def test_a_lease_whose_reply_was_lost_comes_back(mongo: Collections, proxy: Proxy) -> None:
+def test_a_lease_whose_reply_was_lost_comes_back(mongo: Collections, proxy: TcpProxy) -> None:
     """The server leases a message for drain_events() but the reply never arrives and the
     connection drops: OperationalError naming host:port, and after the visibility timeout
     the message is delivered, redelivered, once."""
@@ -259,7 +262,7 @@ def test_a_lease_whose_reply_was_lost_comes_back(mongo: Collections, proxy: Prox
                                                  connect_timeout=2) as conn:
         declare(direct, "q")
         received = consume(conn, "q")
-        proxy.lose_reply_to(b"findAndModify")
+        proxy.lose_after(b"findAndModify")
         publish(direct, "q", ["lost reply"])
         waiter = gevent.spawn(conn.drain_events)
         assert proxy.swallowed.wait(WAIT), "the lease's reply was expected to be swallowed"
@@ -274,7 +277,7 @@ def test_a_lease_whose_reply_was_lost_comes_back(mongo: Collections, proxy: Prox
     mongo.wait_for(lambda: not mongo.documents(), "the ack deleted the document")
 
 
-def test_fanout_tailing_resumes_after_a_dropped_connection(mongo: Collections, proxy: Proxy) -> None:
+def test_fanout_tailing_resumes_after_a_dropped_connection(mongo: Collections, proxy: TcpProxy) -> None:
     """The tailing cursor's connection is cut, and 3 messages are broadcast before it
     reads again: it resumes after the last broadcast it saw, so all arrive, once, in order."""
     exchange = Exchange("fan", "fanout")
