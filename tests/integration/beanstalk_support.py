@@ -12,16 +12,15 @@ import os
 import socket
 import urllib.parse
 import uuid
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import gevent
 import gevent.event
 import gevent.server
 import gevent.socket
 import greenstalk
-import pytest
 
-from kombu_green import Connection, Consumer, Producer, Queue
+from kombu_green import Connection
 from kombu_green.transport.beanstalk.config import tube_name
 
 from ..conformance import WAIT
@@ -94,37 +93,6 @@ class Space:
                             client.delete(peek())
                         except greenstalk.NotFoundError:
                             break
-
-
-def declare(conn: Connection, *names: str) -> None:
-    channel = conn.channel()
-    for name in names:
-        Queue(name)(channel).declare()
-
-
-def publish(conn: Connection, name: str, bodies: Iterable[Any], **kwargs: Any) -> None:
-    producer = Producer(conn.channel())
-    for body in bodies:
-        producer.publish(body, routing_key=name, **kwargs)
-
-
-def consume(conn: Connection, name: str, ack: bool = True, **kwargs: Any) -> List[Any]:
-    """Start a consumer on queue ``name``; return the list it fills with messages."""
-    received: List[Any] = []
-
-    def on_message(body: Any, message: Any) -> None:
-        received.append(message)
-        if ack:
-            message.ack()
-
-    Consumer(conn.channel(), [Queue(name)], callbacks=[on_message], **kwargs).consume()
-    return received
-
-
-def quiet(conn: Connection, seconds: float) -> None:
-    """Nothing more is delivered for ``seconds``."""
-    with pytest.raises(socket.timeout):
-        conn.drain_events(timeout=seconds)
 
 
 def free_port() -> int:

@@ -8,20 +8,18 @@ collections of its own and a plain pymongo client to look inside them.
 from __future__ import annotations
 
 import os
-import socket
 import urllib.parse
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import gevent
 import gevent.event
 import gevent.server
 import gevent.socket
 import pymongo
-import pytest
 from pymongo.collection import Collection
 
-from kombu_green import Connection, Consumer, Producer, Queue
+from kombu_green import Connection
 
 from ..conformance import WAIT
 from ..conftest import require_server
@@ -124,35 +122,3 @@ def own_collections() -> Iterator[Collections]:
         yield made
     finally:
         made.drop_all()
-
-
-def declare(conn: Connection, *names: str, **arguments: Any) -> None:
-    channel = conn.channel()
-    for name in names:
-        Queue(name, **arguments)(channel).declare()
-
-
-def publish(conn: Connection, name: str, bodies: Iterable[Any], **properties: Any) -> None:
-    producer = Producer(conn.channel())
-    for body in bodies:
-        producer.publish(body, routing_key=name, **properties)
-
-
-def consume(conn: Connection, name: str, ack: bool = True, queue: Optional[Queue] = None,
-            **kwargs: Any) -> List[Any]:
-    """Start a consumer on queue ``name`` (or ``queue``); return the list it fills."""
-    received: List[Any] = []
-
-    def on_message(body: Any, message: Any) -> None:
-        received.append(message)
-        if ack:
-            message.ack()
-
-    Consumer(conn.channel(), [queue or Queue(name)], callbacks=[on_message], **kwargs).consume()
-    return received
-
-
-def quiet(conn: Connection, seconds: float) -> None:
-    """Nothing more is delivered for ``seconds``."""
-    with pytest.raises(socket.timeout):
-        conn.drain_events(timeout=seconds)

@@ -1,5 +1,5 @@
 """A key prefix of its own for each Redis test, a plain client to look inside,
-and the few helpers the Redis test modules share.
+and connections through a TCP proxy.
 
 Every test connects with ``global_keyprefix`` set to a unique prefix, so
 its queues, bindings and -- most important for the visibility-timeout
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import gevent
-import pytest
 import redis
 
-from kombu_green import Connection, Consumer, Producer, Queue
+from kombu_green import Connection
 
 from ..conformance import WAIT
 from .redis_support import redis_url
@@ -116,37 +114,6 @@ class Keyspace:
                     self.raw.delete(*keys)
         finally:
             self.raw.close()
-
-
-def declare(conn: Connection, *names: str) -> None:
-    channel = conn.channel()
-    for name in names:
-        Queue(name)(channel).declare()
-
-
-def publish(conn: Connection, name: str, bodies: Any, **properties: Any) -> None:
-    producer = Producer(conn.channel())
-    for body in bodies:
-        producer.publish(body, routing_key=name, **properties)
-
-
-def consume(conn: Connection, name: str, ack: bool = True, **kwargs: Any) -> List[Any]:
-    """Start a consumer on queue ``name``; return the list it fills with messages."""
-    received: List[Any] = []
-
-    def on_message(body: Any, message: Any) -> None:
-        received.append(message)
-        if ack:
-            message.ack()
-
-    Consumer(conn.channel(), [Queue(name)], callbacks=[on_message], **kwargs).consume()
-    return received
-
-
-def quiet(conn: Connection, seconds: float) -> None:
-    """Nothing more is delivered for ``seconds``."""
-    with pytest.raises(socket.timeout):
-        conn.drain_events(timeout=seconds)
 
 
 def through(space: Keyspace, proxy: Any, **options: Any) -> Connection:

@@ -19,7 +19,8 @@ from kombu_green.exceptions import ConfigurationError, OperationalError
 from kombu_green.transport.beanstalk.config import tube_name
 
 from ..conformance import WAIT, drain_until
-from .beanstalk_support import Space, consume, declare, free_port, publish, quiet, raw_client
+from .beanstalk_support import Space, free_port, raw_client
+from .broker_helpers import consume, declare, publish, quiet
 
 pytestmark = pytest.mark.beanstalk
 

@@ -9,20 +9,16 @@ of its own and drops their tubes after.
 from __future__ import annotations
 
 import logging
-import signal
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Iterator, List
 
-import gevent
-import gevent.subprocess
 import pytest
 
 from kombu_green import Consumer, Exchange, Queue
 
 from ..conformance import WAIT, drain_until
-from .beanstalk_support import Space, consume, declare, publish, quiet
+from .beanstalk_support import Space
+from .broker_helpers import ChildProcess, consume, declare, publish, quiet
 
 pytestmark = pytest.mark.beanstalk
 
@@ -77,42 +73,13 @@ print("published", flush=True)
 '''
 
 
-class Child:
-    """A script in a process of its own, read line by line, SIGKILLed at the end."""
-
-    def __init__(self, tmp_path: Path, script: str, *args: str) -> None:
-        path = tmp_path / "child.py"
-        path.write_text(textwrap.dedent(script))
-        self.errors = ""
-        self.proc = gevent.subprocess.Popen(
-            [sys.executable, str(path), *args],
-            stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, text=True)
-
-    def says(self, expected: str) -> None:
-        with gevent.Timeout(WAIT * 2, AssertionError(f"the child process never said {expected!r}")):
-            line = self.proc.stdout.readline()
-        if line.strip() != expected:
-            self.kill()
-            pytest.fail(f"the child process said {line!r}, not {expected!r}: {self.errors}")
-
-    def kill(self) -> None:
-        if self.proc.stdout.closed:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.errors = self.proc.stderr.read()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-
 def test_a_killed_consumer_process_loses_nothing(space: Space, tmp_path: Path) -> None:
     """A process holding 10 unacked messages is SIGKILLed: beanstalkd releases its jobs,
     and another consumer gets all 10, each once, each marked redelivered."""
     count, name = 10, space.name()
     with space.connect() as conn:
         declare(conn, name)
-        child = Child(tmp_path, CONSUMER_SCRIPT, space.url, name, str(count))
+        child = ChildProcess(tmp_path, CONSUMER_SCRIPT, space.url, name, str(count))
         try:
             child.says("consuming")
             publish(conn, name, range(count))
@@ -137,7 +104,7 @@ def test_the_default_exchange_reaches_a_queue_declared_by_another_process(space:
     with space.connect() as conn:
         declare(conn, name)
         received = consume(conn, name)
-        child = Child(tmp_path, PUBLISHER_SCRIPT, space.url, name)
+        child = ChildProcess(tmp_path, PUBLISHER_SCRIPT, space.url, name)
         try:
             child.says("published")
         finally:
@@ -155,7 +122,7 @@ def test_bindings_live_in_the_process_that_declares_them(space: Space, tmp_path:
         Queue(name, Exchange(exchange, "direct"), routing_key="rk")(conn.channel()).declare()
         received = consume(conn, name)
         for mode in ("bare", "declare"):
-            child = Child(tmp_path, EXCHANGE_PUBLISHER_SCRIPT, space.url, exchange, name, mode)
+            child = ChildProcess(tmp_path, EXCHANGE_PUBLISHER_SCRIPT, space.url, exchange, name, mode)
             try:
                 child.says("published")
             finally:

@@ -23,7 +23,8 @@ from kombu_green.exceptions import ConnectionClosed, OperationalError
 from kombu_green.transport.beanstalk.store import BeanstalkStore
 
 from ..conformance import WAIT, drain_until, get_soon
-from .beanstalk_support import BEANSTALK_URL, Space, consume, declare, publish, quiet, raw_client, server
+from .beanstalk_support import BEANSTALK_URL, Space, raw_client, server
+from .broker_helpers import IDLE_SECONDS, Ticker, consume, declare, publish, quiet
 from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.beanstalk
@@ -229,23 +230,6 @@ def test_a_dropped_connection_wakes_a_greenlet_in_drain_events(space: Space, pro
 # -- idle waiting costs no CPU ------------------------------------------------------------
 
 
-class Ticker:
-    """A greenlet that wakes every 10 ms and counts."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-        self.greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        while True:
-            self.ticks += 1
-            gevent.sleep(0.01)
-
-    def stop(self) -> None:
-        self.greenlet.kill()
-
-
-IDLE_SECONDS = 3.0
 #: Process CPU an idle wait of IDLE_SECONDS may use: a budget for idleness, not speed.
 IDLE_CPU = 0.2
 

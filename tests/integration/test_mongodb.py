@@ -24,7 +24,8 @@ from kombu_green import Consumer, Exchange, Producer, Queue
 from kombu_green.exceptions import NotFound, PreconditionFailed
 
 from ..conformance import WAIT, drain_until
-from .mongodb_support import Collections, consume, declare, own_collections, publish, quiet
+from .broker_helpers import consume, declare, publish, quiet
+from .mongodb_support import Collections, own_collections
 
 pytestmark = pytest.mark.mongodb
 

@@ -22,7 +22,8 @@ from kombu_green.exceptions import AccessRefused, ConfigurationError, Operationa
 from ..conftest import error_chain
 from ..conformance import WAIT, drain_until
 from ..unit.test_examples import EXAMPLES, EXPECTED
-from .mongodb_support import Collections, consume, declare, own_collections, publish
+from .broker_helpers import consume, declare, publish
+from .mongodb_support import Collections, own_collections
 
 pytestmark = pytest.mark.mongodb
 

@@ -15,22 +15,19 @@ ever restore the test's own leases.
 from __future__ import annotations
 
 import collections
-import signal
-import sys
-import textwrap
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, List
 
 import gevent
-import gevent.subprocess
 import pytest
 
 from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 from kombu_green.exceptions import OperationalError
 
 from ..conformance import WAIT, drain_until
-from .mongodb_support import MONGODB_URL, Collections, consume, declare, own_collections, publish, quiet
+from .broker_helpers import ChildProcess, consume, declare, publish, quiet
+from .mongodb_support import MONGODB_URL, Collections, own_collections
 from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.mongodb
@@ -129,42 +126,13 @@ with Connection(url) as conn:
 '''
 
 
-class ConsumerProcess:
-    """A consumer in a process of its own, which holds what it gets until SIGKILLed."""
-
-    def __init__(self, tmp_path: Path, url: str, name: str, count: int) -> None:
-        script = tmp_path / "consumer.py"
-        script.write_text(textwrap.dedent(CONSUMER_SCRIPT))
-        self.errors = ""
-        self.proc = gevent.subprocess.Popen(
-            [sys.executable, str(script), url, name, str(count)],
-            stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, text=True)
-
-    def says(self, expected: str) -> None:
-        with gevent.Timeout(WAIT * 2, AssertionError(f"the consumer process never said {expected!r}")):
-            line = self.proc.stdout.readline()
-        if line.strip() != expected:
-            self.kill()
-            pytest.fail(f"the consumer process said {line!r}, not {expected!r}: {self.errors}")
-
-    def kill(self) -> None:
-        if self.proc.stdout.closed:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.errors = self.proc.stderr.read()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-
 def test_a_killed_consumer_process_loses_nothing(mongo: Collections, tmp_path: Path) -> None:
     """A process holding 10 unacked messages (leased in a batch) is SIGKILLed: after the
     visibility timeout all 10 come back to another connection, each redelivered, once."""
     count = 10
     with mongo.connect(**SHORT_LEASES) as conn:
         declare(conn, "q")
-        child = ConsumerProcess(tmp_path, mongo.url, "q", count)
+        child = ChildProcess(tmp_path, CONSUMER_SCRIPT, mongo.url, "q", str(count), role="consumer")
         try:
             child.says("consuming")
             publish(conn, "q", range(count))

@@ -21,7 +21,8 @@ import pytest
 from kombu_green import Connection, Exchange, Producer, Queue
 
 from ..conformance import WAIT, drain_until
-from .mongodb_support import Collections, consume, own_collections, quiet
+from .broker_helpers import consume, quiet
+from .mongodb_support import Collections, own_collections
 
 pytestmark = pytest.mark.mongodb
 

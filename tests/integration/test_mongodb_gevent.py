@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import resource
 import socket
 import time
 from typing import Any, Dict, Iterator, List
@@ -25,7 +24,8 @@ import pytest
 from kombu_green import Connection, Queue
 
 from ..conformance import WAIT, drain_until, get_soon
-from .mongodb_support import Collections, consume, declare, own_collections, publish, quiet
+from .broker_helpers import IDLE_SECONDS, Ticker, consume, cpu_seconds, declare, publish, quiet
+from .mongodb_support import Collections, own_collections
 
 pytestmark = pytest.mark.mongodb
 
@@ -141,34 +141,12 @@ def test_closing_right_after_an_interrupted_drain_returns_the_batch(mongo: Colle
 # -- idle waiting costs no CPU ------------------------------------------------------------
 
 
-class Ticker:
-    """A greenlet that wakes every 10 ms and counts."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-        self.greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        while True:
-            self.ticks += 1
-            gevent.sleep(0.01)
-
-    def stop(self) -> None:
-        self.greenlet.kill()
-
-
-IDLE_SECONDS = 3.0
 #: An idle wait polls after 10 ms, then backs off, doubling, to polling_interval (1 s):
 #: measured once the pauses have reached it.
 WARM_UP = 1.5
 #: CPU (every thread of the process) 20 idle connections may use in IDLE_SECONDS:
 #: a budget for idleness, not speed.
 IDLE_CPU = 0.3
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def test_20_waiting_connections_burn_no_cpu(mongo: Collections) -> None:
@@ -205,9 +183,9 @@ def test_20_waiting_connections_burn_no_cpu(mongo: Collections) -> None:
         gevent.sleep(WARM_UP)
         ticker = Ticker()
         try:
-            started = _cpu_seconds()
+            started = cpu_seconds()
             gevent.sleep(IDLE_SECONDS)
-            used, ticked = _cpu_seconds() - started, ticker.ticks
+            used, ticked = cpu_seconds() - started, ticker.ticks
         finally:
             ticker.stop()
         assert not finished, "drain_events returned before its timeout"

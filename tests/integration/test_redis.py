@@ -25,7 +25,8 @@ from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 from kombu_green.exceptions import NotFound
 
 from ..conformance import WAIT, drain_until
-from .redis_keyspace import Keyspace, consume, declare, publish
+from .broker_helpers import consume, declare, publish
+from .redis_keyspace import Keyspace
 
 pytestmark = pytest.mark.redis
 

@@ -20,7 +20,8 @@ from kombu_green.exceptions import AccessRefused, ConfigurationError, Operationa
 from ..conftest import error_chain
 from ..conformance import WAIT, drain_until
 from ..unit.test_examples import EXAMPLES, EXPECTED
-from .redis_keyspace import Keyspace, consume, declare, publish
+from .broker_helpers import consume, declare, publish
+from .redis_keyspace import Keyspace
 from .redis_support import REDISS_URL, rediss_url
 
 pytestmark = pytest.mark.redis

@@ -11,19 +11,16 @@ so short visibility timeouts only ever restore the test's own messages.
 from __future__ import annotations
 
 import collections
-import signal
-import sys
-import textwrap
 from pathlib import Path
 
 import gevent
-import gevent.subprocess
 import pytest
 
 from kombu_green import Connection, Consumer, Queue
 
 from ..conformance import WAIT, drain_until
-from .redis_keyspace import Keyspace, consume, declare, publish, quiet
+from .broker_helpers import ChildProcess, consume, declare, publish, quiet
+from .redis_keyspace import Keyspace
 
 pytestmark = pytest.mark.redis
 
@@ -112,42 +109,14 @@ with Connection(url, transport_options={"global_keyprefix": prefix}) as conn:
 '''
 
 
-class ConsumerProcess:
-    """A consumer in a process of its own, which holds what it gets until SIGKILLed."""
-
-    def __init__(self, tmp_path: Path, space: Keyspace, name: str, count: int, mode: str = "hold") -> None:
-        script = tmp_path / "consumer.py"
-        script.write_text(textwrap.dedent(CONSUMER_SCRIPT))
-        self.errors = ""
-        self.proc = gevent.subprocess.Popen(
-            [sys.executable, str(script), space.url, space.prefix, name, str(count), mode],
-            stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, text=True)
-
-    def says(self, expected: str) -> None:
-        with gevent.Timeout(WAIT * 2, AssertionError(f"the consumer process never said {expected!r}")):
-            line = self.proc.stdout.readline()
-        if line.strip() != expected:
-            self.kill()
-            pytest.fail(f"the consumer process said {line!r}, not {expected!r}: {self.errors}")
-
-    def kill(self) -> None:
-        if self.proc.stdout.closed:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.errors = self.proc.stderr.read()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-
 def test_a_killed_consumer_process_loses_nothing(space: Keyspace, tmp_path: Path) -> None:
     """A process holding 10 unacked messages (whether its blocking pop or a batch took
     them) is SIGKILLed: all 10 come back, each redelivered, each exactly once."""
     count = 10
     with space.connect(**SHORT_LEASES) as conn:
         declare(conn, "q")
-        child = ConsumerProcess(tmp_path, space, "q", count)
+        child = ChildProcess(tmp_path, CONSUMER_SCRIPT, space.url, space.prefix, "q", str(count), "hold",
+                             role="consumer")
         try:
             child.says("consuming")
             publish(conn, "q", range(count))
@@ -169,7 +138,8 @@ def test_a_killed_process_whose_wait_was_interrupted_loses_nothing(space: Keyspa
     (never only in the process), so a SIGKILL loses nothing."""
     with space.connect(**SHORT_LEASES) as conn:
         declare(conn, "q")
-        child = ConsumerProcess(tmp_path, space, "q", 1, mode="interrupted")
+        child = ChildProcess(tmp_path, CONSUMER_SCRIPT, space.url, space.prefix, "q", "1", "interrupted",
+                             role="consumer")
         try:
             child.says("interrupted")
             publish(conn, "q", ["right after"])

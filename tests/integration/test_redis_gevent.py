@@ -26,8 +26,8 @@ from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 from kombu_green.exceptions import ConnectionClosed, OperationalError
 
 from ..conformance import WAIT, drain_until, get_soon
-from .redis_keyspace import Keyspace, consume, declare, publish, quiet
-from .redis_keyspace import through
+from .broker_helpers import IDLE_SECONDS, Ticker, consume, declare, publish, quiet
+from .redis_keyspace import Keyspace, through
 from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
@@ -273,23 +273,6 @@ def test_fanout_subscriptions_are_renewed_after_a_dropped_connection(space: Keys
 # -- idle waiting costs no CPU ------------------------------------------------------------
 
 
-class Ticker:
-    """A greenlet that wakes every 10 ms and counts."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-        self.greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        while True:
-            self.ticks += 1
-            gevent.sleep(0.01)
-
-    def stop(self) -> None:
-        self.greenlet.kill()
-
-
-IDLE_SECONDS = 3.0
 #: Process CPU an idle wait of IDLE_SECONDS may use: a budget for idleness, not speed.
 IDLE_CPU = 0.2
 
