@@ -73,6 +73,17 @@ def km_publish(mod: ModuleType, url: str, name: str, n: int) -> float:
         return perf_counter() - start
 
 
+def km_consumer(mod: Any, channel: Any, name: str, on_message: Callable[[Any, Any], Any]) -> Any:
+    """Declare queue ``name`` on ``channel`` and start a JSON consumer on it with
+    the bench's prefetch (the same for kombu and kombu_green); return the consumer."""
+    queue = km_queue(mod, name)(channel)
+    queue.declare()
+    consumer = mod.Consumer(channel, queues=[queue], callbacks=[on_message], accept=["json"])
+    consumer.qos(prefetch_count=PREFETCH)
+    consumer.consume()
+    return consumer
+
+
 def km_consume(mod: ModuleType, url: str, name: str, n: int) -> Tuple[float, List[int]]:
     """Consume n messages with manual acks; the queue is deleted afterwards."""
     ids: List[int] = []
@@ -82,12 +93,8 @@ def km_consume(mod: ModuleType, url: str, name: str, n: int) -> Tuple[float, Lis
         message.ack()
 
     with mod.Connection(url) as conn:
-        channel = conn.channel()
-        queue = km_queue(mod, name)(channel)
-        consumer = mod.Consumer(channel, queues=[queue], callbacks=[on_message],
-                                accept=["json"])
-        consumer.qos(prefetch_count=PREFETCH)
-        consumer.consume()
+        consumer = km_consumer(mod, conn.channel(), name, on_message)
+        queue = consumer.queues[0]
         start = perf_counter()
         drain_until(conn.drain_events, ids, n)
         elapsed = perf_counter() - start
@@ -109,13 +116,9 @@ def km_ping(mod: ModuleType, url: str, name: str, m: int, **connection: Any) -> 
         message.ack()
 
     with mod.Connection(url, **connection) as pconn, mod.Connection(url, **connection) as cconn:
-        queue = km_queue(mod, name)(cconn.channel())
-        queue.declare()
+        consumer = km_consumer(mod, cconn.channel(), name, on_message)
+        queue = consumer.queues[0]
         producer = mod.Producer(pconn.channel())
-        consumer = mod.Consumer(queue.channel, queues=[queue], callbacks=[on_message],
-                                accept=["json"])
-        consumer.qos(prefetch_count=PREFETCH)
-        consumer.consume()
 
         def send(i: int) -> None:
             producer.publish(payload(i), routing_key=name, exchange="",

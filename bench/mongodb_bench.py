@@ -52,8 +52,8 @@ from bson import Binary, ObjectId  # noqa: E402
 from pymongo import errors as mongo_errors  # noqa: E402
 from pymongo import uri_parser  # noqa: E402
 
-from _common import (PREFETCH, BenchError, Goals, Run, Titles, Unavailable,  # noqa: E402
-                     check_ids, drain_until, env_line, json_bytes, km_ping, km_queue, make_parser,
+from _common import (BenchError, Goals, Run, Titles, Unavailable,  # noqa: E402
+                     check_ids, drain_until, env_line, json_bytes, km_consumer, km_ping, make_parser,
                      parse, payload, percentile, ping_loop, version)
 
 TITLES: Titles = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw pymongo"}
@@ -164,13 +164,9 @@ def km_batches(mod: ModuleType, url: str, name: str, n: int, batch: int,
     published = consumed = 0.0
     with mod.Connection(url, transport_options=options) as pconn, \
             mod.Connection(url, transport_options=options) as cconn:
-        queue = km_queue(mod, name)(cconn.channel())
-        queue.declare()
+        consumer = km_consumer(mod, cconn.channel(), name, on_message)
+        queue = consumer.queues[0]
         producer = mod.Producer(pconn.channel())
-        consumer = mod.Consumer(queue.channel, queues=[queue], callbacks=[on_message],
-                                accept=["json"])
-        consumer.qos(prefetch_count=PREFETCH)
-        consumer.consume()
         for first in range(0, n, batch):
             last = min(n, first + batch)
             start = perf_counter()
