@@ -243,6 +243,30 @@ class Connection:
         from .messaging import Consumer
         return Consumer(channel or self, queues, *args, **kwargs)
 
+    def Pool(self, limit: Optional[int] = None, **kwargs: Any) -> Any:
+        """A pool of connections like this one (see :mod:`kombu_green.pools`)."""
+        from .pools import ConnectionPool
+        return ConnectionPool(self, limit=limit, **kwargs)
+
+    def ChannelPool(self, limit: Optional[int] = None, **kwargs: Any) -> Any:
+        """A pool of channels on this connection (see :mod:`kombu_green.pools`)."""
+        from .pools import ChannelPool
+        return ChannelPool(self, limit=limit, **kwargs)
+
+    def SimpleQueue(self, name: Any, no_ack: Optional[bool] = None, queue_opts: Optional[Dict[str, Any]] = None,
+                    queue_args: Optional[Dict[str, Any]] = None, exchange_opts: Optional[Dict[str, Any]] = None,
+                    channel: Optional[Channel] = None, **kwargs: Any) -> Any:
+        """A persistent FIFO queue with a ``Queue.Queue``-like API (see :mod:`kombu_green.simple`)."""
+        from .simple import SimpleQueue
+        return SimpleQueue(channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs)
+
+    def SimpleBuffer(self, name: Any, no_ack: Optional[bool] = None, queue_opts: Optional[Dict[str, Any]] = None,
+                     queue_args: Optional[Dict[str, Any]] = None, exchange_opts: Optional[Dict[str, Any]] = None,
+                     channel: Optional[Channel] = None, **kwargs: Any) -> Any:
+        """Like :meth:`SimpleQueue`, but transient and without acks (see :mod:`kombu_green.simple`)."""
+        from .simple import SimpleBuffer
+        return SimpleBuffer(channel or self, name, no_ack, queue_opts, queue_args, exchange_opts, **kwargs)
+
     def clone(self, **kwargs: Any) -> "Connection":
         """A new, unconnected Connection with the same settings."""
         return type(self)(**dict(self.info(include_password=True), **kwargs))

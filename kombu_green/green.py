@@ -27,6 +27,7 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.monkey
+import gevent.queue
 import gevent.socket
 import gevent.ssl
 import gevent.threadpool
@@ -43,6 +44,9 @@ __all__ = [
     "Lock",
     "Offload",
     "Pending",
+    "Queue",
+    "QueueEmpty",
+    "QueueFull",
     "Semaphore",
     "Timeout",
     "cooperate",
@@ -66,6 +70,12 @@ Lock = gevent.lock.RLock
 Semaphore = gevent.lock.BoundedSemaphore
 #: A value (or an error) that one greenlet sets and others wait for.
 AsyncResult = gevent.event.AsyncResult
+#: A FIFO hand-off between greenlets; ``get``/``put`` block only the caller.
+Queue = gevent.queue.Queue
+#: Raised by ``Queue.get(block=False)`` / ``get(timeout=...)`` when empty,
+#: and by ``put`` on a full bounded queue.
+QueueEmpty = gevent.queue.Empty
+QueueFull = gevent.queue.Full
 #: gevent's socket and ssl modules: transports that build their own sockets
 #: use these, so they wait through the hub whether or not anything is patched.
 cooperative_socket = gevent.socket
