@@ -1,14 +1,18 @@
 """Connection, channel and producer pools on memory://, and the per-URL groups."""
 from __future__ import annotations
 
+import importlib.util
 import socket
-from typing import Iterator, List
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator, List
 
 import gevent
 import pytest
 
 from kombu_green import Connection, Consumer, Producer, Queue, pools
-from kombu_green.exceptions import ChannelLimitExceeded, ConnectionLimitExceeded, LimitExceeded
+from kombu_green.exceptions import (ChannelLimitExceeded, ConnectionLimitExceeded, LimitExceeded,
+                                    OperationalError)
 
 GUARD = 10  # seconds: bounds a test that would otherwise hang
 
@@ -336,3 +340,56 @@ def test_a_forked_child_forgets_the_parents_pools(memory_url: str, monkeypatch: 
     monkeypatch.setattr(pools.os, "getpid", lambda: -1)  # as in a child after fork()
     assert pools.connections[memory_url] is not pool
     assert conn.connected  # left alone: its socket would be the parent's
+
+
+# -- the gunicorn and worker-pool examples, in-process on memory:// ----------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def call(app: Any, path: str, query: str = "") -> tuple:
+    """One WSGI request: (status, body text)."""
+    seen = []
+    body = b"".join(app({"PATH_INFO": path, "QUERY_STRING": query},
+                        lambda status, headers: seen.append(status)))
+    return seen[0], body.decode()
+
+
+def test_the_gunicorn_example_publishes_and_the_worker_pool_consumes(
+        memory_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOMBU_GREEN_URL", memory_url)
+    monkeypatch.setenv("KOMBU_GREEN_QUEUE", "web")
+    app = load_example("gunicorn_app")
+    assert not pools.connections[app.connection]._free  # importing connected nothing
+    calls = [gevent.spawn(call, app.app, "/publish", f"id={n}") for n in range(40)]
+    gevent.joinall(calls, raise_error=True)
+    assert {c.value for c in calls} == {("200 OK", f"published {n}\n") for n in range(40)}
+    lines: List[str] = []
+    handled = load_example("worker_pool").run(memory_url, "web", workers=4, count=40,
+                                                report=lines.append)
+    assert sorted(int(body["id"]) for body in handled) == list(range(40))
+    assert len(lines) == 40 and received(memory_url, "web") == []
+
+
+def test_the_gunicorn_example_answers_503_when_the_broker_is_down(
+        memory_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOMBU_GREEN_URL", memory_url)
+    app = load_example("gunicorn_app")
+    assert call(app.app, "/health") == ("200 OK", "ok\n")
+    assert call(app.app, "/publish")[0] == "400 Bad Request"
+    assert call(app.app, "/elsewhere")[0] == "404 Not Found"
+    for error in (OperationalError("Connection refused"), ConnectionLimitExceeded("all busy")):
+        def fail(request_id: str, error: Exception = error) -> None:
+            raise error
+        monkeypatch.setattr(app, "publish", fail)
+        status, text = call(app.app, "/publish", "id=7")
+        assert status == "503 Service Unavailable"
+        assert ("unreachable" in text) if isinstance(error, OperationalError) else ("busy" in text)
