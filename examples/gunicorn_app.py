@@ -59,7 +59,7 @@ def respond(start_response, status: str, text: str):
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/health":
-        return respond(start_response, "200 OK", "ok")
+        return respond(start_response, "200 OK", f"ok (worker {os.getpid()})")
     if path != "/publish":
         return respond(start_response, "404 Not Found", "try /publish?id=123")
     request_id = parse_qs(environ.get("QUERY_STRING", "")).get("id", [""])[0]

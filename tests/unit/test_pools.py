@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 from pathlib import Path
 from types import ModuleType
@@ -383,7 +384,7 @@ def test_the_gunicorn_example_answers_503_when_the_broker_is_down(
         memory_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOMBU_GREEN_URL", memory_url)
     app = load_example("gunicorn_app")
-    assert call(app.app, "/health") == ("200 OK", "ok\n")
+    assert call(app.app, "/health") == ("200 OK", f"ok (worker {os.getpid()})\n")
     assert call(app.app, "/publish")[0] == "400 Bad Request"
     assert call(app.app, "/elsewhere")[0] == "404 Not Found"
     for error in (OperationalError("Connection refused"), ConnectionLimitExceeded("all busy")):
