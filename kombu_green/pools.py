@@ -296,6 +296,7 @@ class ProducerPool(Resource):
         _quietly(resource.close)  # unhooks on_return from the channel
         connection, resource._connection, resource._channel = resource._connection, None, None
         if connection is not None:
+            getattr(connection, "_attached", set()).discard(resource)  # not revived with it later
             give_back(connection)
 
     def release_resource(self, resource: Any) -> None:
@@ -307,8 +308,7 @@ class ProducerPool(Resource):
     close_resource = collect_resource
 
 
-#: A group made with this limit follows :func:`set_limit`.
-use_global_limit = object()
+use_global_limit = object()  #: a group made with this limit follows :func:`set_limit`
 _limit: List[Optional[int]] = [DEFAULT_LIMIT]
 _groups: List["PoolGroup"] = []
 _by_url: Dict[str, Connection] = {}

@@ -10,6 +10,7 @@ import gevent
 import pytest
 
 from kombu_green import Connection, Queue, pools
+from kombu_green.messaging import maybe_declare
 
 from ..conformance import WAIT, drain_until
 from .amqp_support import AMQP_URL, require_rabbitmq
@@ -134,3 +135,19 @@ def test_a_connection_that_failed_a_publish_is_replaced(url: str, queue: Queue) 
         drain_until(conn, lambda: len(received) >= 2)
         quiet(conn, 0.3)
     assert sorted(m.payload for m in received) == ["fresh", "warm"]
+
+
+@pytest.mark.amqp
+@pytest.mark.xfail(strict=True, reason=(
+    "bug in kombu_green/messaging.py maybe_declare: it looks for declared_entities on "
+    "channel.connection, which on AMQP is py-amqp's connection, not the kombu_green "
+    "Connection; so publish(declare=[queue]) declares the queue again on every publish"))
+def test_maybe_declare_caches_the_declaration_on_amqp() -> None:
+    queue = Queue(f"test.pools.{uuid.uuid4().hex[:10]}", durable=True, auto_delete=False)
+    with Connection(_amqp()) as conn:
+        channel = conn.default_channel
+        try:
+            assert maybe_declare(queue, channel) is True
+            assert maybe_declare(queue, channel) is False  # cached: no second round trip
+        finally:
+            queue(channel).delete()

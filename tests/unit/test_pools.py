@@ -287,6 +287,16 @@ def test_an_error_while_publishing_replaces_the_producers_connection(memory_url:
         producer.publish("fine", routing_key="anywhere")
 
 
+def test_a_released_producer_does_not_follow_its_old_connection(memory_url: str) -> None:
+    if not hasattr(Connection, "revive_attached"):
+        pytest.skip("Connection.revive_attached is not there yet")
+    producers = pools.ProducerPool(pools.ConnectionPool(Connection(memory_url), limit=1))
+    with producers.acquire() as producer:
+        conn = producer.connection
+    conn.revive_attached()  # as after a reconnection: lent objects move along, idle ones not
+    assert producer.connection is None and producer.channel is None
+
+
 # -- the groups ---------------------------------------------------------------------------
 
 
