@@ -7,15 +7,23 @@ greenlet; other greenlets keep running while it waits.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Type, Union
+import logging
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 
 from . import green
+from .ensure import autoretry, failover_options, retrying
 from .exceptions import InvalidURL, UnknownTransport
+from .retry import Errback, failover_cycle, retry_over_time
 from .transport import resolve_transport
 from .transport.base import Channel, Transport
 from .url import CONNECTION_OPTIONS, WHOLE_URL_SCHEMES, as_url, parse_url
 
 __all__ = ["BrokerConnection", "Connection"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_TRANSPORT = "amqp"
 
@@ -54,22 +62,39 @@ class Connection:
         url: Optional[str] = self.alt[0] if self.alt and not _is_single(hostname) else \
             (hostname if isinstance(hostname, str) else None)
         self.transport_options: Dict[str, Any] = dict(transport_options or {})
-        params: Dict[str, Any] = dict(
-            hostname=url, userid=userid, password=password, virtual_host=virtual_host,
+        #: The keywords given, to which each failover URL's own values are applied.
+        self._keywords: Dict[str, Any] = dict(
+            userid=userid, password=password, virtual_host=virtual_host,
             port=port, insist=insist, ssl=ssl, transport=transport,
             connect_timeout=connect_timeout, login_method=login_method, heartbeat=heartbeat,
             failover_strategy=failover_strategy)
-        if url and "://" in url:
-            params.update(self._params_from_url(url, uri_prefix))
-        self._apply(params, kwargs)
+        self._uri_prefix = uri_prefix
+        self.extra_options: Dict[str, Any] = kwargs
+        self._configure(url)
+        self.cycle = failover_cycle(self.failover_strategy, self.alt) if len(self.alt) > 1 else None
         self.declared_entities: Set[Any] = set()
         self._transport: Optional[Transport] = None
         self._connection: Any = None
         self._default_channel: Optional[Channel] = None
         self._opening = green.Lock()
+        self._reviving = green.Lock()
         self._closed = False
+        #: Set by close(): a connection closed on purpose is not revived by ensure().
+        self._released = False
+        #: Bumped at each new broker connection; ensure() uses it so greenlets
+        #: failing together reconnect once.
+        self._generation = 0
+        #: Producers and Consumers built on this Connection (not on a channel):
+        #: revived together after a reconnection.
+        self._attached: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
     # -- parameters --------------------------------------------------------
+
+    def _configure(self, url: Optional[str]) -> None:
+        params: Dict[str, Any] = dict(self._keywords, hostname=url)
+        if url and "://" in url:
+            params.update(self._params_from_url(url, self._uri_prefix))
+        self._apply(params, self.extra_options)
 
     def _params_from_url(self, url: str, uri_prefix: Optional[str]) -> Dict[str, Any]:
         scheme, _, rest = url.partition("://")
@@ -152,7 +177,8 @@ class Connection:
         with self._opening:  # greenlets arriving together share one connection
             if self._connection is None or not self.transport.verify_connection(self._connection):
                 self._connection = self.transport.establish_connection()
-                self._closed = False
+                self._closed = self._released = False
+                self._generation += 1
             return self._connection
 
     def connect(self) -> "Connection":
@@ -177,6 +203,8 @@ class Connection:
         with self._opening:  # greenlets arriving together share one channel
             channel = self._default_channel
             if channel is None or not channel.is_open:
+                if not self.connected:
+                    self.ensure_connection(**failover_options(self.transport_options, self._rounds()))
                 channel = self._default_channel = self.channel()
             return channel
 
@@ -208,10 +236,122 @@ class Connection:
         if self._connection is not None and self._transport is not None:
             self._transport.close_connection(self._connection)
         self._connection = None
-        self._closed = True
+        self._closed = self._released = True
         self.declared_entities.clear()
 
     release = close
+
+    def collect(self) -> None:
+        """Forget a connection that failed, without raising.
+
+        Cleanup that needs the broker is attempted and its errors ignored;
+        messages that could not be handed back are kept by the transport and
+        returned on the next connection. Unlike :meth:`close`, the
+        Connection may be revived by :meth:`ensure`.
+        """
+        channel, self._default_channel = self._default_channel, None
+        connection, self._connection = self._connection, None
+        self.declared_entities.clear()
+        for cleanup in (getattr(channel, "close", None),
+                        connection is not None and self._transport is not None
+                        and (lambda: self._transport.close_connection(connection))):  # type: ignore[union-attr]
+            if cleanup:
+                try:
+                    cleanup()
+                except Exception as exc:  # noqa: BLE001 - the connection is known to be broken
+                    logger.debug("ignored while collecting %r: %r", self, exc)
+
+    # -- surviving failures (see kombu_green.retry) -------------------------
+
+    def _cycling(self) -> bool:
+        return self.cycle is not None and not self.transport_class.handles_alternates
+
+    def _rounds(self) -> int:
+        """Attempts that make one round of the failover URLs."""
+        return len(self.alt) if self._cycling() else 1
+
+    def switch(self, url: str) -> None:
+        """Point this Connection at ``url`` (another broker), dropping the current link."""
+        self.collect()
+        self._transport = None
+        self._configure(url)
+
+    def maybe_switch_next(self) -> None:
+        """Move on to the next failover URL, if alternates were given."""
+        if not self._cycling():
+            return
+        current = self.hostname
+        for _ in range(len(self.alt)):
+            url = next(self.cycle)  # type: ignore[arg-type]
+            if url != current:
+                self.switch(url)
+                return
+
+    def ensure_connection(self, errback: Optional[Errback] = None, max_retries: Optional[int] = None,
+                          interval_start: float = 2, interval_step: float = 2, interval_max: float = 30,
+                          callback: Optional[Callable[[], Any]] = None, reraise_as_library_errors: bool = True,
+                          timeout: Optional[float] = None) -> "Connection":
+        """Connect, retrying for as long as the policy allows; returns self.
+
+        Each failure calls ``errback(exc, interval)``, then waits ``interval``
+        seconds (``interval_start``, growing by ``interval_step`` up to
+        ``interval_max``) -- cooperatively: other greenlets run meanwhile.
+        With failover URLs each failure moves to the next URL, and the pause
+        only comes after every URL has failed once. ``max_retries=None``
+        retries for ever; ``timeout`` bounds the whole attempt in seconds.
+        Raises the last :class:`~kombu_green.exceptions.OperationalError`.
+        """
+        if self.connected:
+            return self
+        rounds = self._rounds()
+
+        def attempt() -> None:
+            try:
+                self.connection  # noqa: B018 - property access connects
+            except self.connection_errors:
+                self.maybe_switch_next()
+                raise
+
+        retry_over_time(attempt, self.connection_errors, errback=errback, max_retries=max_retries,
+                        interval_start=interval_start, interval_step=interval_step,
+                        interval_max=interval_max, callback=callback, timeout=timeout,
+                        pause_after=lambda retries: (retries + 1) % rounds == 0)
+        return self
+
+    def ensure(self, obj: Any, fun: Callable[..., T], errback: Optional[Errback] = None,
+               max_retries: Optional[int] = None, interval_start: float = 1, interval_step: float = 1,
+               interval_max: float = 1, on_revive: Optional[Callable[[Any], Any]] = None,
+               retry_errors: Optional[tuple] = None) -> Callable[..., T]:
+        """Wrap ``fun`` so a lost connection is re-established and the call retried.
+
+        After reconnecting, ``obj.revive(channel)`` moves ``obj`` (a Producer
+        or Consumer) onto the new default channel -- as are all Producers and
+        Consumers built on this Connection -- and ``on_revive(channel)`` is
+        called. Greenlets failing together reconnect once. Only connection
+        errors (and ``retry_errors``) are retried: a channel error such as
+        :class:`~kombu_green.exceptions.NotFound` is the caller's to handle,
+        and a timeout of ``drain_events(timeout=...)`` is raised as is.
+        ``max_retries`` counts reconnections (None: for ever).
+        """
+        return retrying(self, obj, fun, errback=errback, max_retries=max_retries,
+                        interval_start=interval_start, interval_step=interval_step,
+                        interval_max=interval_max, on_revive=on_revive, retry_errors=retry_errors)
+
+    def autoretry(self, fun: Callable[..., T], channel: Optional[Channel] = None,
+                  **ensure_options: Any) -> Callable[..., Tuple[T, Channel]]:
+        """Wrap ``fun(*args, channel=...)`` to be retried on connection errors.
+
+        Returns ``(result, channel)``: the channel last used, which the caller
+        owns (``channel`` if given, else one created and kept across calls).
+        """
+        return autoretry(self, fun, channel, **ensure_options)
+
+    def revive_attached(self) -> None:
+        """Move every Producer and Consumer built on this Connection to its current default channel."""
+        channel = self.default_channel
+        for obj in list(self._attached):
+            if getattr(obj, "channel", None) is not channel:
+                obj.revive(self)
 
     def __enter__(self) -> "Connection":
         return self

@@ -51,7 +51,18 @@ def maybe_declare(entity: Union[Exchange, Queue], channel: Any = None) -> bool:
 
 
 def _is_connection(obj: Any) -> bool:
-    return hasattr(obj, "default_channel") and hasattr(obj, "drain_events")
+    # Looked up on the type: hasattr() on the instance would evaluate the
+    # property, connecting and opening a channel as a side effect.
+    return hasattr(type(obj), "default_channel") and hasattr(obj, "drain_events")
+
+
+def owner_of(channel: Any) -> Any:
+    """The Connection a channel belongs to (AMQP channels call it ``client``)."""
+    for name in ("client", "connection"):
+        candidate = getattr(channel, name, None)
+        if _is_connection(candidate):
+            return candidate
+    return None
 
 
 class Producer:
@@ -83,10 +94,14 @@ class Producer:
             self.revive(channel)
 
     def revive(self, channel: Any) -> None:
-        """Attach to ``channel`` (or a Connection's default channel)."""
+        """Attach to ``channel`` (or a Connection's default channel, following
+        it onto a new one whenever the Connection reconnects)."""
         if _is_connection(channel):
             self._connection = channel
+            channel._attached.add(self)
             channel = channel.default_channel
+        if self._channel is not None and self.on_return is not None:
+            self._channel.events["basic_return"].discard(self.on_return)
         self._channel = channel
         self.exchange = self.exchange.bind(channel)
         if self.on_return is not None:
@@ -108,7 +123,7 @@ class Producer:
 
     @property
     def connection(self) -> Any:
-        return self._connection or getattr(self._channel, "connection", None)
+        return self._connection or owner_of(self._channel)
 
     def _prepare(self, body: Any, serializer: Optional[str], content_type: Optional[str],
                  content_encoding: Optional[str], compression: Optional[str],
@@ -147,6 +162,23 @@ class Producer:
         greenlet waits, and a long publishing loop yields to the hub every
         few milliseconds.
         """
+        publish = self._publish
+        if retry:
+            publish = self.connection.ensure(self, self._publish, **(retry_policy or {}))
+        publish(body, routing_key, delivery_mode, mandatory, immediate, priority, content_type,
+                content_encoding, serializer, headers, compression, exchange, declare, expiration,
+                timeout, properties)
+        green.cooperate()  # a tight publish loop must still let other greenlets run
+
+    def _publish(self, body: Any, routing_key: Optional[str], delivery_mode: Union[int, str, None],
+                 mandatory: bool, immediate: bool, priority: int, content_type: Optional[str],
+                 content_encoding: Optional[str], serializer: Optional[str],
+                 headers: Optional[Dict[str, Any]], compression: Optional[str],
+                 exchange: Union[Exchange, str, None],
+                 declare: Optional[Sequence[Union[Exchange, Queue]]], expiration: Optional[float],
+                 timeout: Optional[float], properties: Dict[str, Any]) -> None:
+        """One attempt, on the channel the producer has now (retries revive it)."""
+        properties = dict(properties)
         headers = {} if headers is None else dict(headers)
         routing_key = self.routing_key if routing_key is None else routing_key
         compression = self.compression if compression is None else compression
@@ -167,7 +199,6 @@ class Producer:
             body, priority, content_type, content_encoding, headers, properties)
         self._channel.basic_publish(message, exchange=exchange_name, routing_key=routing_key,
                                     mandatory=mandatory, immediate=immediate, timeout=timeout)
-        green.cooperate()  # a tight publish loop must still let other greenlets run
 
     #: kombu's first releases (and carrot) called it ``send``.
     send = publish
@@ -234,10 +265,18 @@ class Consumer:
             self.revive(channel)
 
     def revive(self, channel: Any) -> None:
-        """Attach to ``channel``: bind the queues, declare them, set prefetch."""
+        """Attach to ``channel``: bind the queues, declare them, set prefetch.
+
+        A consumer that was consuming consumes again on the new channel, so
+        after a reconnection (see :meth:`Connection.ensure`) messages flow
+        again without the caller doing anything. Built on a Connection, it
+        follows that Connection onto each new default channel.
+        """
         if _is_connection(channel):
             self._connection = channel
+            channel._attached.add(self)
             channel = channel.default_channel
+        was_consuming = bool(self._active_tags)
         self._active_tags.clear()
         self.channel = channel
         self.queues = [queue.bind(channel) for queue in self.queues]
@@ -245,10 +284,12 @@ class Consumer:
             self.declare()
         if self.prefetch_count is not None:
             self.qos(prefetch_count=self.prefetch_count)
+        if was_consuming:
+            self.consume(no_ack=getattr(self, "_consuming_no_ack", None))
 
     @property
     def connection(self) -> Any:
-        return self._connection or getattr(self.channel, "connection", None)
+        return self._connection or owner_of(self.channel)
 
     def declare(self) -> None:
         for queue in self.queues:
@@ -269,6 +310,7 @@ class Consumer:
     def consume(self, no_ack: Optional[bool] = None) -> None:
         """Start consuming from every queue not consumed yet."""
         no_ack = self.no_ack if no_ack is None else no_ack
+        self._consuming_no_ack = no_ack  # a revived consumer consumes the same way
         for queue in self.queues:
             if queue.name not in self._active_tags:
                 tag = f"{self.tag_prefix}{next(_consumer_tags)}"

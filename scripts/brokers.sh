@@ -16,6 +16,7 @@ STATE=$ROOT/.brokers
 TLS_DIR=$STATE/tls
 BROKERS=(rabbitmq redis beanstalkd mongodb)
 READY_TIMEOUT=60   # seconds to wait for a broker to answer
+KEEP_STATE=0       # 1 during `restart`: start again with the data the broker had
 STOP_TIMEOUT=15    # seconds to wait after SIGTERM before SIGKILL
 
 say() { echo "brokers: $*" >&2; }
@@ -24,6 +25,9 @@ die() { say "$*"; exit 1; }
 usage() {
     cat >&2 <<EOF
 usage: ${0##*/} start|stop|status [NAME ...]
+       ${0##*/} restart [--down SECONDS] [NAME ...]
+                 (stop, stay down SECONDS (default 0), start again; RabbitMQ
+                  and Redis keep their queues and messages across it)
        ${0##*/} env [NAME ...]     (shell export lines for the tests)
 Brokers: ${BROKERS[*]} (default: all). State lives in $STATE.
 EOF
@@ -210,7 +214,9 @@ start_rabbitmq() {
         ensure_tls_cert
         refuse_busy_ports "${RABBIT_PORTS[@]}"
 
-        rm -rf "$d/mnesia" "$d/log"   # every start begins from an empty broker
+        if [ "$KEEP_STATE" != 1 ]; then
+            rm -rf "$d/mnesia" "$d/log"   # every start begins from an empty broker
+        fi
         mkdir -p "$d/mnesia" "$d/log" "$d/home"
         echo '[].' >"$d/enabled_plugins"
         : >"$d/rabbitmq-env.conf"   # keeps /etc/rabbitmq/rabbitmq-env.conf out
@@ -384,7 +390,11 @@ start_redis() {
         ports=($(redis_ports))
         refuse_busy_ports "${ports[@]}"
 
-        rm -rf "$d"   # every start begins from an empty broker
+        if [ "$KEEP_STATE" = 1 ]; then
+            rm -f "$d/pid" "$d/sentinel/pid"   # dump.rdb, saved by restart, is loaded
+        else
+            rm -rf "$d"   # every start begins from an empty broker
+        fi
         mkdir -p "$d/sentinel"
         say "starting redis"
         # What goes wrong before a daemon detaches (a bad option) is printed
@@ -624,13 +634,38 @@ env_mongodb() {
     echo "export KOMBU_GREEN_MONGODB_URL=mongodb://127.0.0.1:$MONGO_PORT/kombu_green"
 }
 
+# --- restart ----------------------------------------------------------------
+
+# Stop a broker, leave it down for a while, start it again with its data:
+# what the resilience tests put clients through. RabbitMQ keeps its mnesia
+# directory (durable queues, persistent messages); Redis saves a snapshot
+# first and loads it again.
+restart_one() {   # NAME DOWN_SECONDS
+    KEEP_STATE=1
+    if [ "$1" = redis ] && running_pid redis redis-server >/dev/null; then
+        redis_cli -p 6379 save >/dev/null || say "redis: SAVE failed, restarting without its data"
+    fi
+    "stop_$1"
+    sleep "$2"
+    "start_$1"
+    KEEP_STATE=0
+}
+
 # --- dispatch -------------------------------------------------------------
 
 [ $# -ge 1 ] || usage
 cmd=$1
 shift
+down=0
 case $cmd in
     start | stop | status | env) ;;
+    restart)
+        if [ "${1:-}" = --down ]; then
+            [ $# -ge 2 ] || usage
+            down=$2
+            shift 2
+        fi
+        ;;
     -h | --help | help) usage ;;
     *) say "unknown command: $cmd"; usage ;;
 esac
@@ -645,6 +680,8 @@ rc=0
 for name in "$@"; do
     if [ "$cmd" = status ]; then
         "status_$name" || rc=1
+    elif [ "$cmd" = restart ]; then
+        restart_one "$name" "$down"
     else
         "${cmd}_$name"
     fi

@@ -185,6 +185,9 @@ class Transport:
     driver_type: str = ""
     driver_name: str = ""
     capabilities: Capabilities = Capabilities()
+    #: True when the transport itself uses the Connection's ``;``-separated
+    #: URLs (Redis Sentinel's list of sentinels) instead of failing over.
+    handles_alternates: bool = False
 
     def __init__(self, client: "Connection", **kwargs: Any) -> None:
         self.client = client

@@ -25,3 +25,13 @@ def proxy(space: Keyspace) -> Iterator[TcpProxy]:
     made = TcpProxy(parsed.hostname or "127.0.0.1", parsed.port or 6379)
     yield made
     made.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the broker-restart tests measured (duplicates, restart times)."""
+    from .restarts import REPORT
+
+    if REPORT:
+        terminalreporter.section("broker restarts")
+        for line in REPORT:
+            terminalreporter.write_line(line)

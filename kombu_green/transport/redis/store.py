@@ -58,6 +58,10 @@ def decode(raw: bytes, lease: Optional[str]) -> Payload:
     return cast(Payload, payload)
 
 
+#: Marks a message popped but never recorded (see RedisStore._record).
+UNRECORDED = "kombu_green.unrecorded"
+
+
 class RedisStore(Storage):
     """Queues, bindings and unacked records of one Redis database."""
 
@@ -73,6 +77,8 @@ class RedisStore(Storage):
         self._purge = client.register_script(PURGE)
         #: Taken and recorded, not yet delivered: (queue, payload).
         self._ahead: Deque[Tuple[str, Payload]] = deque()
+        #: Fetched ahead but not given back because Redis went away (see unreturned()).
+        self._unreturned: List[Tuple[str, Payload]] = []
         #: Fanout copies received through PUB/SUB, not yet delivered.
         self._fanned: Deque[Tuple[str, Payload]] = deque()
         self._arrived = green.Bell()
@@ -282,7 +288,17 @@ class RedisStore(Storage):
         """Record what a blocking pop took (runs in the pop's greenlet, at once)."""
         tag = self.leases.new_tag()
         queue = self._queue_of_list.get(list_key, list_key)
-        self.leases.record(tag, list_key, self.keys.meta(queue), raw)
+        try:
+            self.leases.record(tag, list_key, self.keys.meta(queue), raw)
+        except (redis.RedisError, OSError):
+            # Popped but not recorded: Redis went away in between. Only this
+            # process holds the message now, so it is put back, unleased, on
+            # the next connection (see unreturned()).
+            payload = decode(raw, tag)
+            payload.pop("lease", None)
+            payload[UNRECORDED] = True
+            self._unreturned.append((queue, payload))
+            raise
         return queue, decode(raw, tag)
 
     def _lists_of(self, queues: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -351,10 +367,15 @@ class RedisStore(Storage):
         lease = payload.get("lease")
         if lease:
             self.leases.requeue([lease])
+        elif payload.pop(UNRECORDED, False):
+            self.put(queue, payload, priority)
         elif any(queue in queues for queues in self._fanout_queues.values()):
             payload["redelivered"] = True
             self._fanned.appendleft((queue, payload))
             self._arrived.ring()
+
+    def unreturned(self) -> List[Tuple[str, Payload]]:
+        return list(self._unreturned)
 
     def close(self) -> None:
         """Return everything taken but not delivered, and let go of Redis."""
@@ -368,7 +389,11 @@ class RedisStore(Storage):
             self.leases.finish()
             self._release_ahead(lambda queue: True)
         except (redis.RedisError, OSError):
-            pass  # Redis is gone: the records expire into redelivery
+            # Redis is gone: the transport hands these back on its next
+            # connection (their lease records keep them safe meanwhile).
+            self._unreturned += [(queue, payload) for queue, payload in reversed(self._ahead)
+                                 if payload.get("lease")]
+            self._ahead.clear()
         finally:
             self.popper.close()
             self.subscriber.close()

@@ -151,6 +151,9 @@ class SentinelTransport(Transport):
     """``sentinel://``: find the current master through Redis Sentinel."""
 
     default_port = 26379
+    #: The ``;``-separated URLs are the sentinels, asked in turn here:
+    #: Connection does not fail over between them itself.
+    handles_alternates = True
 
     def _sentinels(self) -> List[Tuple[str, int]]:
         found: List[Tuple[str, int]] = []

@@ -318,11 +318,18 @@ class Channel(base.Channel):
         """Cancel consumers and return unacked messages to their queues."""
         if self.closed:
             return
-        for tag in list(self._consumers):
-            self.basic_cancel(tag)
-        self.qos.restore_unacked()
         self.closed = True
-        self.transport.channel_closed(self)
+        try:
+            for tag in list(self._consumers):
+                self.basic_cancel(tag)
+            self.qos.restore_unacked()
+        except Exception:
+            # The store is unreachable: the transport gives these back on its
+            # next connection, so a broker restart loses none of them.
+            self.transport.orphans.extend(self.qos.take_all())
+            raise
+        finally:
+            self.transport.channel_closed(self)
 
     def __enter__(self) -> "Channel":
         return self

@@ -70,9 +70,17 @@ class QoS:
         stores keep the original order); return how many."""
         restored = 0
         while self._unacked:
-            _, (queue, payload) = self._unacked.popitem()
+            tag = next(reversed(self._unacked))
+            queue, payload = self._unacked[tag]
             payload["redelivered"] = True
             if self.store.has_queue(queue):
                 self.store.requeue(queue, payload, priority_of(payload))
+            del self._unacked[tag]  # only once it is back: a failed requeue keeps it here
             restored += 1
         return restored
+
+    def take_all(self) -> List[Tuple[str, Payload]]:
+        """Remove and return every unacked message, newest first."""
+        taken = [self._unacked[tag] for tag in reversed(self._unacked)]
+        self._unacked.clear()
+        return taken

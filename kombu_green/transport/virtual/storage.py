@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from queue import Empty
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ... import green
 from .payload import clone
@@ -134,3 +134,9 @@ class Storage:
 
     def close(self) -> None:
         """Release resources held for one connection."""
+
+    def unreturned(self) -> List[Tuple[str, Payload]]:
+        """Messages taken ahead but neither delivered nor given back, because
+        the broker became unreachable while closing (newest first). The
+        transport returns them on its next connection."""
+        return []

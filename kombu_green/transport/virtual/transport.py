@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, List, Optional, Set
+from typing import Any, List, Optional, Set, Tuple
 
 from ... import green
 from ...exceptions import ConnectionClosed
@@ -42,6 +42,9 @@ class Transport(base.Transport):
         self._draining = green.Lock()
         self._connected = False
         self._rotation = 0
+        #: Messages taken from the store that could not be given back because
+        #: it became unreachable; returned as soon as a new connection is made.
+        self.orphans: List[Tuple[str, Payload]] = []
 
     # -- connection --------------------------------------------------------
 
@@ -50,19 +53,48 @@ class Transport(base.Transport):
 
     def establish_connection(self) -> "Transport":
         if self.store is None:
-            self.store = self.create_store()
+            store = self.create_store()
+            try:
+                self._return_orphans(store)
+            except BaseException:
+                store.close()
+                raise
+            self.store = store
         self._connected = True
         return self
 
+    def _return_orphans(self, store: Storage) -> None:
+        """Give back what a lost connection could not (newest first, as on close)."""
+        while self.orphans:
+            queue, payload = self.orphans[0]
+            payload["redelivered"] = True
+            if store.has_queue(queue):
+                store.requeue(queue, payload, priority_of(payload))
+            self.orphans.pop(0)
+
     def close_connection(self, connection: Any) -> None:
-        """Close every channel (returning unacked messages) and the store."""
+        """Close every channel (returning unacked messages) and the store.
+
+        If the store is unreachable, whatever could not be returned is kept
+        in :attr:`orphans` for the next connection, and the first error is
+        raised once everything is closed.
+        """
+        failure: Optional[BaseException] = None
         for channel in list(self.channels):
-            channel.close()
+            try:
+                channel.close()
+            except Exception as exc:  # noqa: BLE001 - close the rest, then raise
+                failure = failure or exc
         self._connected = False
         self._bell.ring()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        store, self.store = self.store, None
+        if store is not None:
+            try:
+                store.close()
+            finally:
+                self.orphans.extend(store.unreturned())
+        if failure is not None:
+            raise failure
 
     def verify_connection(self, connection: Any) -> bool:
         return self._connected
