@@ -84,10 +84,7 @@ class _Pooled:
         else:
             getattr(super(), "release", getattr(self, "close"))()
 
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:  # (__enter__: the class's own)
         pool = self._owner_pool
         if pool is None:
             getattr(super(), "__exit__", lambda *a: None)(exc_type, exc, tb)
@@ -95,6 +92,10 @@ class _Pooled:
             pool.release(self)
         else:  # its state is unknown after an error: never lend it again
             pool.replace(self)
+
+    def __reduce__(self) -> Any:  # pickled as its plain class: a pool does not travel
+        reduced, plain = super().__reduce__(), type(self).__mro__[2]
+        return (reduced[0], tuple(plain if a is type(self) else a for a in reduced[1]), *reduced[2:])
 
 
 _POOLED_CLASSES: Dict[type, type] = {}
@@ -104,9 +105,8 @@ def _adopt(resource: Any, pool: "Resource") -> Any:
     """Make ``resource`` report back to ``pool`` (same object, class with :class:`_Pooled`)."""
     if not isinstance(resource, _Pooled):
         cls = type(resource)
-        if cls not in _POOLED_CLASSES:
-            _POOLED_CLASSES[cls] = type(cls.__name__, (_Pooled, cls), {"__module__": cls.__module__})
-        resource.__class__ = _POOLED_CLASSES[cls]
+        pooled = _POOLED_CLASSES.get(cls) or type(cls.__name__, (_Pooled, cls), {"__module__": cls.__module__})
+        resource.__class__ = _POOLED_CLASSES.setdefault(cls, pooled)
     resource._owner_pool = pool
     return resource
 

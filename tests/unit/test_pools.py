@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import socket
 from pathlib import Path
 from types import ModuleType
@@ -199,6 +200,15 @@ def test_resize(memory_url: str) -> None:
         pool.acquire()
     second.release()
     assert pool.acquire() in (first, second)
+
+
+def test_a_lent_connection_pickles_as_a_plain_connection(memory_url: str) -> None:
+    pool = pools.ConnectionPool(Connection(memory_url), limit=1)
+    with pool.acquire() as conn:
+        copy = pickle.loads(pickle.dumps(conn))
+    assert type(copy) is Connection and copy.as_uri() == conn.as_uri()
+    copy.release()  # a real close: the copy belongs to no pool
+    assert pool.acquire() is conn
 
 
 def test_connection_pool_method(conn: Connection) -> None:
