@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Type, Union
 
 from . import green
-from .ensure import autoretry, failover_options, retrying
+from .ensure import Resilient, failover_options
 from .exceptions import InvalidURL, UnknownTransport
-from .retry import Errback, failover_cycle, retry_over_time
+from .retry import failover_cycle
 from .transport import resolve_transport
 from .transport.base import Channel, Transport
 from .url import CONNECTION_OPTIONS, WHOLE_URL_SCHEMES, as_url, parse_url
@@ -23,12 +23,11 @@ __all__ = ["BrokerConnection", "Connection"]
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 DEFAULT_TRANSPORT = "amqp"
 
 
-class Connection:
+class Connection(Resilient):
     """A connection to a broker, described by a URL or by keywords.
 
     ``Connection("redis://:secret@localhost:6379/0")`` and
@@ -91,6 +90,8 @@ class Connection:
     # -- parameters --------------------------------------------------------
 
     def _configure(self, url: Optional[str]) -> None:
+        #: The URL (or host) in use: one of ``alt`` when failing over.
+        self.current_url = url
         params: Dict[str, Any] = dict(self._keywords, hostname=url)
         if url and "://" in url:
             params.update(self._params_from_url(url, self._uri_prefix))
@@ -176,9 +177,16 @@ class Connection:
             return connection
         with self._opening:  # greenlets arriving together share one connection
             if self._connection is None or not self.transport.verify_connection(self._connection):
+                # A link that broke (rather than one closed on purpose) is
+                # replaced, and what was built on it follows to the new one.
+                lost = self._connection is not None or (self._generation > 0 and not self._released)
+                if self._connection is not None:
+                    self.collect()
                 self._connection = self.transport.establish_connection()
                 self._closed = self._released = False
                 self._generation += 1
+                if lost:
+                    self.revive_attached()
             return self._connection
 
     def connect(self) -> "Connection":
@@ -260,98 +268,6 @@ class Connection:
                     cleanup()
                 except Exception as exc:  # noqa: BLE001 - the connection is known to be broken
                     logger.debug("ignored while collecting %r: %r", self, exc)
-
-    # -- surviving failures (see kombu_green.retry) -------------------------
-
-    def _cycling(self) -> bool:
-        return self.cycle is not None and not self.transport_class.handles_alternates
-
-    def _rounds(self) -> int:
-        """Attempts that make one round of the failover URLs."""
-        return len(self.alt) if self._cycling() else 1
-
-    def switch(self, url: str) -> None:
-        """Point this Connection at ``url`` (another broker), dropping the current link."""
-        self.collect()
-        self._transport = None
-        self._configure(url)
-
-    def maybe_switch_next(self) -> None:
-        """Move on to the next failover URL, if alternates were given."""
-        if not self._cycling():
-            return
-        current = self.hostname
-        for _ in range(len(self.alt)):
-            url = next(self.cycle)  # type: ignore[arg-type]
-            if url != current:
-                self.switch(url)
-                return
-
-    def ensure_connection(self, errback: Optional[Errback] = None, max_retries: Optional[int] = None,
-                          interval_start: float = 2, interval_step: float = 2, interval_max: float = 30,
-                          callback: Optional[Callable[[], Any]] = None, reraise_as_library_errors: bool = True,
-                          timeout: Optional[float] = None) -> "Connection":
-        """Connect, retrying for as long as the policy allows; returns self.
-
-        Each failure calls ``errback(exc, interval)``, then waits ``interval``
-        seconds (``interval_start``, growing by ``interval_step`` up to
-        ``interval_max``) -- cooperatively: other greenlets run meanwhile.
-        With failover URLs each failure moves to the next URL, and the pause
-        only comes after every URL has failed once. ``max_retries=None``
-        retries for ever; ``timeout`` bounds the whole attempt in seconds.
-        Raises the last :class:`~kombu_green.exceptions.OperationalError`.
-        """
-        if self.connected:
-            return self
-        rounds = self._rounds()
-
-        def attempt() -> None:
-            try:
-                self.connection  # noqa: B018 - property access connects
-            except self.connection_errors:
-                self.maybe_switch_next()
-                raise
-
-        retry_over_time(attempt, self.connection_errors, errback=errback, max_retries=max_retries,
-                        interval_start=interval_start, interval_step=interval_step,
-                        interval_max=interval_max, callback=callback, timeout=timeout,
-                        pause_after=lambda retries: (retries + 1) % rounds == 0)
-        return self
-
-    def ensure(self, obj: Any, fun: Callable[..., T], errback: Optional[Errback] = None,
-               max_retries: Optional[int] = None, interval_start: float = 1, interval_step: float = 1,
-               interval_max: float = 1, on_revive: Optional[Callable[[Any], Any]] = None,
-               retry_errors: Optional[tuple] = None) -> Callable[..., T]:
-        """Wrap ``fun`` so a lost connection is re-established and the call retried.
-
-        After reconnecting, ``obj.revive(channel)`` moves ``obj`` (a Producer
-        or Consumer) onto the new default channel -- as are all Producers and
-        Consumers built on this Connection -- and ``on_revive(channel)`` is
-        called. Greenlets failing together reconnect once. Only connection
-        errors (and ``retry_errors``) are retried: a channel error such as
-        :class:`~kombu_green.exceptions.NotFound` is the caller's to handle,
-        and a timeout of ``drain_events(timeout=...)`` is raised as is.
-        ``max_retries`` counts reconnections (None: for ever).
-        """
-        return retrying(self, obj, fun, errback=errback, max_retries=max_retries,
-                        interval_start=interval_start, interval_step=interval_step,
-                        interval_max=interval_max, on_revive=on_revive, retry_errors=retry_errors)
-
-    def autoretry(self, fun: Callable[..., T], channel: Optional[Channel] = None,
-                  **ensure_options: Any) -> Callable[..., Tuple[T, Channel]]:
-        """Wrap ``fun(*args, channel=...)`` to be retried on connection errors.
-
-        Returns ``(result, channel)``: the channel last used, which the caller
-        owns (``channel`` if given, else one created and kept across calls).
-        """
-        return autoretry(self, fun, channel, **ensure_options)
-
-    def revive_attached(self) -> None:
-        """Move every Producer and Consumer built on this Connection to its current default channel."""
-        channel = self.default_channel
-        for obj in list(self._attached):
-            if getattr(obj, "channel", None) is not channel:
-                obj.revive(self)
 
     def __enter__(self) -> "Connection":
         return self

@@ -13,21 +13,137 @@ from __future__ import annotations
 
 import functools
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
-from .retry import Errback
+from .retry import Errback, retry_over_time
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .connection import Connection
     from .transport.base import Channel
 
-__all__ = ["autoretry", "failover_options", "retrying"]
+__all__ = ["Resilient", "failover_options"]
 
 T = TypeVar("T")
 
 #: transport_options keys that set how the default channel connects.
 _POLICY_KEYS = {"max_retries": int, "interval_start": float, "interval_step": float,
                 "interval_max": float, "connect_retries_timeout": float}
+
+
+class Resilient:
+    """What a :class:`~kombu_green.connection.Connection` does when its broker goes away.
+
+    Kept apart from the Connection's everyday surface; every method here
+    only uses the Connection's public state plus ``cycle`` (failover
+    order), ``_generation``, ``_released``, ``_reviving`` and ``_attached``.
+    """
+
+    if TYPE_CHECKING:  # what it uses of the Connection
+        cycle: Any
+        alt: List[str]
+        transport_class: Any
+        hostname: Optional[str]
+        current_url: Optional[str]
+        @property
+        def connection_errors(self) -> tuple: ...
+        @property
+        def default_channel(self) -> Any: ...
+        @property
+        def connected(self) -> bool: ...
+        _transport: Any
+        _attached: Any
+
+        def collect(self) -> None: ...
+        def _configure(self, url: Optional[str]) -> None: ...
+
+    def _cycling(self) -> bool:
+        return self.cycle is not None and not self.transport_class.handles_alternates
+
+    def _rounds(self) -> int:
+        """Attempts that make one round of the failover URLs."""
+        return len(self.alt) if self._cycling() else 1
+
+    def switch(self, url: str) -> None:
+        """Point this Connection at ``url`` (another broker), dropping the current link."""
+        self.collect()
+        self._transport = None
+        self._configure(url)
+
+    def maybe_switch_next(self) -> None:
+        """Move on to the next failover URL, if alternates were given."""
+        if not self._cycling():
+            return
+        for _ in range(len(self.alt)):
+            url = next(self.cycle)
+            if url != self.current_url:
+                self.switch(url)
+                return
+
+    def ensure_connection(self, errback: Optional[Errback] = None, max_retries: Optional[int] = None,
+                          interval_start: float = 2, interval_step: float = 2, interval_max: float = 30,
+                          callback: Optional[Callable[[], Any]] = None, reraise_as_library_errors: bool = True,
+                          timeout: Optional[float] = None) -> Any:
+        """Connect, retrying for as long as the policy allows; returns self.
+
+        Each failure calls ``errback(exc, interval)``, then waits ``interval``
+        seconds (``interval_start``, growing by ``interval_step`` up to
+        ``interval_max``) -- cooperatively: other greenlets run meanwhile.
+        With failover URLs each failure moves to the next URL, and the pause
+        only comes after every URL has failed once. ``max_retries=None``
+        retries for ever; ``timeout`` bounds the whole attempt in seconds.
+        Raises the last :class:`~kombu_green.exceptions.OperationalError`.
+        """
+        if self.connected:
+            return self
+        rounds = self._rounds()
+
+        def attempt() -> None:
+            try:
+                self.connection  # type: ignore[attr-defined]  # noqa: B018 - property access connects
+            except self.connection_errors:
+                self.maybe_switch_next()
+                raise
+
+        retry_over_time(attempt, self.connection_errors, errback=errback, max_retries=max_retries,
+                        interval_start=interval_start, interval_step=interval_step,
+                        interval_max=interval_max, callback=callback, timeout=timeout,
+                        pause_after=lambda retries: (retries + 1) % rounds == 0)
+        return self
+
+    def ensure(self, obj: Any, fun: Callable[..., T], errback: Optional[Errback] = None,
+               max_retries: Optional[int] = None, interval_start: float = 1, interval_step: float = 1,
+               interval_max: float = 1, on_revive: Optional[Callable[[Any], Any]] = None,
+               retry_errors: Optional[tuple] = None) -> Callable[..., T]:
+        """Wrap ``fun`` so a lost connection is re-established and the call retried.
+
+        After reconnecting, ``obj.revive(channel)`` moves ``obj`` (a Producer
+        or Consumer) onto the new default channel -- as are all Producers and
+        Consumers built on this Connection -- and ``on_revive(channel)`` is
+        called. Greenlets failing together reconnect once. Only connection
+        errors (and ``retry_errors``) are retried: a channel error such as
+        :class:`~kombu_green.exceptions.NotFound` is the caller's to handle,
+        and a timeout of ``drain_events(timeout=...)`` is raised as is.
+        ``max_retries`` counts reconnections (None: for ever).
+        """
+        return retrying(self, obj, fun, errback=errback, max_retries=max_retries,
+                        interval_start=interval_start, interval_step=interval_step,
+                        interval_max=interval_max, on_revive=on_revive, retry_errors=retry_errors)
+
+    def autoretry(self, fun: Callable[..., T], channel: Optional[Channel] = None,
+                  **ensure_options: Any) -> Callable[..., Tuple[T, Channel]]:
+        """Wrap ``fun(*args, channel=...)`` to be retried on connection errors.
+
+        Returns ``(result, channel)``: the channel last used, which the caller
+        owns (``channel`` if given, else one created and kept across calls).
+        """
+        return autoretry(self, fun, channel, **ensure_options)
+
+    def revive_attached(self) -> None:
+        """Move every Producer and Consumer built on this Connection to its current default channel."""
+        channel = self.default_channel
+        for obj in list(self._attached):
+            if getattr(obj, "channel", None) is not channel:
+                obj.revive(self)
+
 
 
 def failover_options(transport_options: Dict[str, Any], urls: int) -> Dict[str, Any]:
@@ -46,7 +162,7 @@ def failover_options(transport_options: Dict[str, Any], urls: int) -> Dict[str, 
     return policy
 
 
-def retrying(conn: "Connection", obj: Any, fun: Callable[..., T], *, errback: Optional[Errback],
+def retrying(conn: Any, obj: Any, fun: Callable[..., T], *, errback: Optional[Errback],
              max_retries: Optional[int], interval_start: float, interval_step: float,
              interval_max: float, on_revive: Optional[Callable[[Any], Any]],
              retry_errors: Optional[tuple]) -> Callable[..., T]:
@@ -78,7 +194,7 @@ def retrying(conn: "Connection", obj: Any, fun: Callable[..., T], *, errback: Op
     return ensured
 
 
-def revive(conn: "Connection", generation: int, errback: Optional[Errback], max_retries: Optional[int],
+def revive(conn: Any, generation: int, errback: Optional[Errback], max_retries: Optional[int],
            interval_start: float, interval_step: float, interval_max: float) -> "Channel":
     """Reconnect unless another greenlet already did since ``generation``;
     return the (new) default channel with every attached object moved onto it."""
@@ -91,7 +207,7 @@ def revive(conn: "Connection", generation: int, errback: Optional[Errback], max_
         return conn.default_channel
 
 
-def autoretry(conn: "Connection", fun: Callable[..., T], channel: Optional["Channel"],
+def autoretry(conn: Any, fun: Callable[..., T], channel: Optional["Channel"],
               **ensure_options: Any) -> Callable[..., Tuple[T, "Channel"]]:
     """The body of :meth:`Connection.autoretry`."""
 

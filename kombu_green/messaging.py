@@ -40,8 +40,7 @@ def maybe_declare(entity: Union[Exchange, Queue], channel: Any = None) -> bool:
     channel = maybe_channel(channel) if channel is not None else entity.channel
     if not entity.is_bound:
         entity = entity.bind(channel)
-    client = getattr(channel, "connection", None)
-    declared = getattr(client, "declared_entities", None)
+    declared = getattr(owner_of(channel), "declared_entities", None)
     if declared is not None and entity.can_cache_declaration and entity in declared:
         return False
     entity.declare(channel=channel)
@@ -204,8 +203,12 @@ class Producer:
     send = publish
 
     def close(self) -> None:
+        """Stop listening for returned messages, and stop following the
+        Connection onto new channels (a pool may lend this producer again)."""
         if self._channel is not None and self.on_return is not None:
             self._channel.events["basic_return"].discard(self.on_return)
+        if self._connection is not None:
+            self._connection._attached.discard(self)
 
     release = close
 

@@ -293,10 +293,11 @@ class ProducerPool(Resource):
         return resource
 
     def _detach(self, resource: Any, give_back: Any) -> None:
-        _quietly(resource.close)  # unhooks on_return from the channel
+        # close() unhooks on_return and stops the producer following this
+        # connection onto new channels (it may be lent with another one next).
+        _quietly(resource.close)
         connection, resource._connection, resource._channel = resource._connection, None, None
         if connection is not None:
-            getattr(connection, "_attached", set()).discard(resource)  # not revived with it later
             give_back(connection)
 
     def release_resource(self, resource: Any) -> None:

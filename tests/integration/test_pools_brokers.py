@@ -138,10 +138,6 @@ def test_a_connection_that_failed_a_publish_is_replaced(url: str, queue: Queue) 
 
 
 @pytest.mark.amqp
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in kombu_green/messaging.py maybe_declare: it looks for declared_entities on "
-    "channel.connection, which on AMQP is py-amqp's connection, not the kombu_green "
-    "Connection; so publish(declare=[queue]) declares the queue again on every publish"))
 def test_maybe_declare_caches_the_declaration_on_amqp() -> None:
     queue = Queue(f"test.pools.{uuid.uuid4().hex[:10]}", durable=True, auto_delete=False)
     with Connection(_amqp()) as conn:
