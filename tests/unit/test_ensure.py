@@ -193,7 +193,7 @@ def test_failover_moves_to_the_next_url_when_one_is_down(memory_url: str) -> Non
 
 
 def test_default_channel_fails_over_without_a_retry_policy(memory_url: str) -> None:
-    with Connection([f"amqp://guest:guest@127.0.0.1:1//", memory_url], connect_timeout=2) as conn:
+    with Connection(["amqp://guest:guest@127.0.0.1:1//", memory_url], connect_timeout=2) as conn:
         assert conn.default_channel.is_open
         assert conn.transport_cls == "memory"
 
