@@ -368,10 +368,6 @@ def test_broadcast_reaches_every_instance(broker: Broker) -> None:
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(strict=True, reason=(
-    "Redis transport bug: RedisStore.get_any misses the wake-up of a fanout message that "
-    "arrives while it takes a batch (_take), and blocks in the pop without looking at "
-    "_fanned again; the message waits for the pop's timeout, for ever with none"))
 def test_a_fanout_message_arriving_during_a_batch_take_is_delivered(space: Keyspace) -> None:
     exchange = Exchange("fan", "fanout")
     got: List[Any] = []

@@ -243,11 +243,12 @@ class RedisStore(Storage):
             return item
         lists, metas = self._lists_of(queues)
         taken = self._take(lists, metas, max(1, batch))
-        if taken:
-            self._ahead.extend(taken)
-            item = self._next_local(wanted)  # the first taken (older ones are unwanted now)
-            if item is not None:
-                return item
+        self._ahead.extend(taken)
+        # The first taken -- or a fanout message that arrived during the round
+        # trip, whose ring nobody was waiting for yet.
+        item = self._next_local(wanted)
+        if item is not None:
+            return item
         if timeout is not None and timeout <= 0:
             raise Empty()
         popped = self.popper.pop(lists, timeout, [interrupt, self._arrived] if interrupt else [self._arrived])
