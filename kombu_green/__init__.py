@@ -8,11 +8,13 @@ transport blocks the hub. Move an application over by changing imports::
 """
 from __future__ import annotations
 
+from .common import eventloop, uuid
 from .connection import BrokerConnection, Connection
 from .entity import Exchange, Queue, binding
 from .exceptions import KombuError
 from .message import Message
 from .messaging import Consumer, Producer
+from .pools import connections, producers
 from .serialization import (
     disable_insecure_serializers,
     enable_insecure_serializers,
@@ -30,6 +32,10 @@ __all__ = [
     "Producer",
     "Queue",
     "binding",
+    "connections",
     "disable_insecure_serializers",
     "enable_insecure_serializers",
+    "eventloop",
+    "producers",
+    "uuid",
 ]

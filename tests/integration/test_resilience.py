@@ -170,3 +170,54 @@ def test_many_greenlets_on_one_connection_all_resume(transport: str) -> None:
     assert all(set(ids) == {0, 1} for ids in got.values()), got
     REPORT.append(f"{transport}: 10 consuming greenlets sharing one connection across a restart: "
                   f"{reconnections} reconnection(s); restart took {restart.seconds:.1f} s (1 s down)")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_consumer_mixin_worker_survives_a_restart(transport: str) -> None:
+    """A ConsumerMixin worker reconnects by itself and handles every message."""
+    from kombu_green.mixins import ConsumerMixin
+
+    broker = require_restartable(transport)
+    queue = durable_queue(unique_name("restart-mixin"))
+    total = 300
+    seen: List[int] = []
+    errors: List[BaseException] = []
+
+    class Worker(ConsumerMixin):
+        def __init__(self, connection: Connection) -> None:
+            self.connection = connection
+
+        def get_consumers(self, Consumer: Any, channel: Any) -> List[Any]:
+            return [Consumer([queue], callbacks=[self.on_message], prefetch_count=20)]
+
+        def on_message(self, body: Any, message: Any) -> None:
+            seen.append(body["id"])
+            message.ack()
+            if len(set(seen)) >= total:
+                self.should_stop = True
+
+        def on_connection_error(self, exc: BaseException, interval: float) -> None:
+            errors.append(exc)
+
+    with gevent.Timeout(BOUND):
+        with connect(broker) as conn:
+            queue(conn.default_channel).declare()
+            worker = Worker(connect(broker))
+            running = gevent.spawn(worker.run)
+            producer = Producer(conn, exchange=queue.exchange, routing_key=queue.routing_key)
+            restart = thread = None
+            for i in range(total):
+                if i == total // 3:
+                    restart, thread = restart_in_background(broker["script"], down=1.0)
+                producer.publish({"id": i}, delivery_mode="persistent", retry=True, retry_policy=RETRY)
+                gevent.sleep(0.002)
+            assert thread is not None and restart is not None
+            thread.get()
+        running.join(timeout=60)
+        missing = sorted(set(range(total)) - set(seen))
+        assert running.dead, f"the worker stopped receiving: {len(missing)} missing, e.g. {missing[:10]}"
+        running.get()
+    assert set(seen) == set(range(total))
+    REPORT.append(f"{transport}: a ConsumerMixin worker across a restart: {len(seen)} deliveries of {total}, "
+                  f"{duplicates(seen)} duplicates, {len(errors)} failed connection attempts; "
+                  f"restart took {restart.seconds:.1f} s (1 s down)")
