@@ -29,6 +29,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Opti
 from . import green, messaging
 from .connection import BrokerConnection
 from .entity import Exchange, Queue
+from .messaging import is_connection, owner_of
 from .exceptions import ConfigurationError
 from .message import Message
 
@@ -40,30 +41,17 @@ entry_to_queue = Queue.from_dict
 _backend = property(lambda self: self.channel)
 
 
-def _is_connection(obj: Any) -> bool:
-    # On the type: hasattr(obj, "default_channel") would open that channel.
-    return hasattr(type(obj), "default_channel") and hasattr(obj, "drain_events")
-
-
-def _owner(channel: Any) -> Any:
-    """The kombu_green Connection of a channel (AMQP channels call it ``client``)."""
-    for name in ("client", "connection"):
-        if _is_connection(getattr(channel, name, None)):
-            return getattr(channel, name)
-    return None
-
-
 @contextlib.contextmanager
 def _channel_for(connection: Any, channel: Any = None) -> Iterator[Tuple[Any, Any, Any]]:
     """(connection, channel to use, channel opened here, closed if the body fails).
 
     carrot gave each object a channel of its own; one passed in stays the caller's."""
     opened = None
-    if channel is None and _is_connection(connection):
+    if channel is None and is_connection(connection):
         channel = opened = connection.channel()
     channel = connection if channel is None else channel  # a channel where carrot took a connection
     try:
-        yield (connection if _is_connection(connection) else _owner(channel)), channel, opened
+        yield (connection if is_connection(connection) else owner_of(channel)), channel, opened
     except BaseException:
         if opened is not None:
             opened.close()

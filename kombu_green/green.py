@@ -55,6 +55,7 @@ __all__ = [
     "getcurrent",
     "is_socket_patched",
     "require_cooperative_sockets",
+    "shield",
     "sleep",
     "spawn",
     "wait_any",
@@ -93,6 +94,17 @@ _FULL_TURN = 1e-6
 def spawn(function: Callable[..., T], *args: Any, **kwargs: Any) -> Greenlet:
     """Run ``function`` in a new greenlet and return it (not yet running)."""
     return gevent.spawn(function, *args, **kwargs)
+
+
+def shield(function: Callable[..., T], *args: Any, **kwargs: Any) -> "Pending[T]":
+    """Run ``function`` in a greenlet of its own and return its :class:`Pending`.
+
+    Interrupting the caller (a ``gevent.Timeout``, a kill) does not
+    interrupt the call, so a round trip that took messages off a broker
+    always completes and its result can be kept. A failure goes to whoever
+    calls ``get()``; it is not printed by the hub as a crashed greenlet.
+    """
+    return Pending(gevent.spawn(_outcome, function, args, kwargs))
 
 
 def sleep(seconds: float = 0) -> None:
@@ -210,7 +222,7 @@ class Offload:
         """Start ``function``; the returned :class:`Pending` completes even if
         its waiter is interrupted, so an operation's result is never lost."""
         if self._pool is None:
-            return Pending(gevent.spawn(_outcome, function, args, kwargs))
+            return shield(function, *args, **kwargs)
         return Pending(self._pool.spawn(_outcome, function, args, kwargs))
 
     def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -24,7 +24,7 @@ from .exceptions import ContentDisallowed
 from .message import Message
 from .serialization import dumps, prepare_accept_content
 
-__all__ = ["Consumer", "Producer", "maybe_declare"]
+__all__ = ["Consumer", "Producer", "is_connection", "maybe_declare", "owner_of"]
 
 Callback = Callable[[Any, Message], Any]
 
@@ -49,7 +49,8 @@ def maybe_declare(entity: Union[Exchange, Queue], channel: Any = None) -> bool:
     return True
 
 
-def _is_connection(obj: Any) -> bool:
+def is_connection(obj: Any) -> bool:
+    """True for a Connection (as opposed to a channel)."""
     # Looked up on the type: hasattr() on the instance would evaluate the
     # property, connecting and opening a channel as a side effect.
     return hasattr(type(obj), "default_channel") and hasattr(obj, "drain_events")
@@ -59,7 +60,7 @@ def owner_of(channel: Any) -> Any:
     """The Connection a channel belongs to (AMQP channels call it ``client``)."""
     for name in ("client", "connection"):
         candidate = getattr(channel, name, None)
-        if _is_connection(candidate):
+        if is_connection(candidate):
             return candidate
     return None
 
@@ -95,7 +96,7 @@ class Producer:
     def revive(self, channel: Any) -> None:
         """Attach to ``channel`` (or a Connection's default channel, following
         it onto a new one whenever the Connection reconnects)."""
-        if _is_connection(channel):
+        if is_connection(channel):
             self._connection = channel
             channel._attached.add(self)
             channel = channel.default_channel
@@ -275,7 +276,7 @@ class Consumer:
         again without the caller doing anything. Built on a Connection, it
         follows that Connection onto each new default channel.
         """
-        if _is_connection(channel):
+        if is_connection(channel):
             self._connection = channel
             channel._attached.add(self)
             channel = channel.default_channel

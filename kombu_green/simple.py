@@ -24,7 +24,7 @@ from . import green
 from .entity import Exchange, Queue
 from .exceptions import ConnectionClosed
 from .message import Message
-from .messaging import Consumer, Producer
+from .messaging import Consumer, Producer, is_connection, owner_of
 
 __all__ = ["Empty", "SimpleBuffer", "SimpleQueue"]
 
@@ -37,10 +37,6 @@ DRAIN_SLICE = 1.0
 class Empty(_stdlib_queue.Empty):
     """No message arrived in time; a subclass of the standard ``queue.Empty``
     (which gevent's queues raise too), so existing ``except`` clauses work."""
-
-
-def _is_connection(obj: Any) -> bool:
-    return hasattr(obj, "default_channel") and hasattr(obj, "drain_events")
 
 
 class SimpleQueue:
@@ -69,12 +65,12 @@ class SimpleQueue:
                  compression: Optional[str] = None, accept: Optional[Iterable[str]] = None,
                  prefetch_count: Optional[int] = None) -> None:
         self.no_ack = self.no_ack if no_ack is None else bool(no_ack)
-        self._owns_channel = _is_connection(channel)
+        self._owns_channel = is_connection(channel)
         if self._owns_channel:
             self.connection = channel
             channel = channel.channel()
         else:
-            self.connection = channel.connection
+            self.connection = owner_of(channel)
         self.channel = channel
         self._accept = accept
         self._buffer: Deque[Message] = collections.deque()

@@ -25,9 +25,10 @@ die() { say "$*"; exit 1; }
 usage() {
     cat >&2 <<EOF
 usage: ${0##*/} start|stop|status [NAME ...]
-       ${0##*/} restart [--down SECONDS] [NAME ...]
+       ${0##*/} restart [--down SECONDS] [--kill] [NAME ...]
                  (stop, stay down SECONDS (default 0), start again; RabbitMQ
-                  and Redis keep their queues and messages across it)
+                  and Redis keep their queues and messages across it;
+                  --kill: SIGKILL RabbitMQ instead of stopping it cleanly)
        ${0##*/} env [NAME ...]     (shell export lines for the tests)
 Brokers: ${BROKERS[*]} (default: all). State lives in $STATE.
 EOF
@@ -640,10 +641,18 @@ env_mongodb() {
 # what the resilience tests put clients through. RabbitMQ keeps its mnesia
 # directory (durable queues, persistent messages); Redis saves a snapshot
 # first and loads it again.
-restart_one() {   # NAME DOWN_SECONDS
+restart_one() {   # NAME DOWN_SECONDS KILL(0|1)
+    local pid
     KEEP_STATE=1
     if [ "$1" = redis ] && running_pid redis redis-server >/dev/null; then
         redis_cli -p 6379 save >/dev/null || say "redis: SAVE failed, restarting without its data"
+    fi
+    if [ "$3" = 1 ] && pid=$(running_pid rabbitmq); then
+        # A crash: no clean shutdown. Only RabbitMQ is offered this, as only
+        # its data (fsynced before each publisher confirm) survives it.
+        say "killing rabbitmq (pid $pid and its process group)"
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        wait_gone "$pid" 10 || die "could not kill rabbitmq (pid $pid)"
     fi
     "stop_$1"
     sleep "$2"
@@ -657,14 +666,18 @@ restart_one() {   # NAME DOWN_SECONDS
 cmd=$1
 shift
 down=0
+kill=0
 case $cmd in
     start | stop | status | env) ;;
     restart)
-        if [ "${1:-}" = --down ]; then
-            [ $# -ge 2 ] || usage
-            down=$2
-            shift 2
-        fi
+        while [ $# -ge 1 ]; do
+            case $1 in
+                --down) [ $# -ge 2 ] || usage; down=$2; shift 2 ;;
+                --kill) kill=1; shift ;;
+                *) break ;;
+            esac
+        done
+        [ "$kill" = 0 ] || [ "$*" = rabbitmq ] || die "--kill is only for rabbitmq"
         ;;
     -h | --help | help) usage ;;
     *) say "unknown command: $cmd"; usage ;;
@@ -681,7 +694,7 @@ for name in "$@"; do
     if [ "$cmd" = status ]; then
         "status_$name" || rc=1
     elif [ "$cmd" = restart ]; then
-        restart_one "$name" "$down"
+        restart_one "$name" "$down" "$kill"
     else
         "${cmd}_$name"
     fi

@@ -57,11 +57,13 @@ class Restart:
 
     broker: str
     down: float
+    kill: bool = False
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
 
     def run(self) -> None:
-        done = gevent.subprocess.run([str(SCRIPT), "restart", "--down", str(self.down), self.broker],
+        done = gevent.subprocess.run([str(SCRIPT), "restart", "--down", str(self.down),
+                                      *(["--kill"] if self.kill else []), self.broker],
                                      stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.STDOUT,
                                      env=dict(os.environ), timeout=120)
         self.seconds = time.monotonic() - self.started
@@ -69,8 +71,10 @@ class Restart:
             raise RuntimeError(f"restarting {self.broker} failed:\n{done.stdout.decode(errors='replace')}")
 
 
-def restart_in_background(broker: str, down: float = 1.0) -> "tuple[Restart, gevent.Greenlet]":
-    restart = Restart(broker, down)
+def restart_in_background(broker: str, down: float = 1.0,
+                          kill: bool = False) -> "tuple[Restart, gevent.Greenlet]":
+    """Restart ``broker`` (``kill``: SIGKILL it first, RabbitMQ only) while the caller goes on."""
+    restart = Restart(broker, down, kill)
     return restart, gevent.spawn(restart.run)
 
 

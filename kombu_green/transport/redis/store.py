@@ -268,13 +268,13 @@ class RedisStore(Storage):
         interrupted (``gevent.Timeout``) meanwhile, the messages it took are
         kept for the next delivery instead of vanishing with the reply.
         """
-        job = green.spawn(self._take_now, lists, metas, count)
+        pending = green.shield(self._take_now, lists, metas, count)
         try:
-            job.join()
+            pending.wait()
         except BaseException:
-            job.rawlink(lambda done: self._ahead.extend(done.value or ()) if done.successful() else None)
+            pending.when_done(self._ahead.extend)
             raise
-        return job.get()
+        return pending.get()
 
     def _take_now(self, lists: List[str], metas: List[str], count: int) -> List[Tuple[str, Payload]]:
         return [(self._queue_of_list.get(key, key), decode(raw, tag))

@@ -66,8 +66,8 @@ class BlockingPop(Generic[T]):
         earlier = self._job
         if earlier is not None:  # abandoned, being ended: take its result over
             earlier.join()
-            if self._claim(earlier) and earlier.successful() and earlier.value is not None:
-                return earlier.value
+            if self._claim(earlier) and _popped(earlier) is not None:
+                return _popped(earlier)
         job = self._job = green.spawn(self._run, keys, timeout)
         job.rawlink(lambda _: self._finished.ring())
         try:
@@ -78,7 +78,12 @@ class BlockingPop(Generic[T]):
         except BaseException:
             green.spawn(self._abandon, job)
             raise
-        return job.get() if self._claim(job) else None
+        if not self._claim(job):
+            return None
+        outcome = job.get()
+        if isinstance(outcome, _Failed):
+            raise outcome.error
+        return outcome
 
     def _claim(self, job: green.Greenlet) -> bool:
         if self._job is job:
@@ -88,8 +93,9 @@ class BlockingPop(Generic[T]):
 
     def _abandon(self, job: green.Greenlet) -> None:
         self.cut_short(job)
-        if self._claim(job) and job.successful() and job.value is not None:
-            self._on_orphan(job.value)
+        popped = _popped(job)
+        if self._claim(job) and popped is not None:
+            self._on_orphan(popped)
 
     def cut_short(self, job: green.Greenlet) -> None:
         """End ``job``'s pop now and wait for it (it returns None, or the message it got).
@@ -115,7 +121,15 @@ class BlockingPop(Generic[T]):
             job.join(timeout=UNBLOCK_RETRY)
         job.join()
 
-    def _run(self, keys: List[str], timeout: Optional[float]) -> Optional[T]:
+    def _run(self, keys: List[str], timeout: Optional[float]) -> "Optional[T] | _Failed":
+        """One pop. A failure is returned, not raised: it is the caller's to
+        raise, not the hub's to print as a crashed greenlet."""
+        try:
+            return self._pop(keys, timeout)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller by pop()
+            return _Failed(exc)
+
+    def _pop(self, keys: List[str], timeout: Optional[float]) -> Optional[T]:
         if self._conn is None:
             self._conn = self._connect()
             try:
@@ -143,14 +157,29 @@ class BlockingPop(Generic[T]):
         if job is None:
             return None
         self.cut_short(job)
-        if self._claim(job) and job.successful():
-            return job.value
+        if self._claim(job):
+            return _popped(job)
         return None
 
     def close(self) -> None:
         conn, self._conn, self._client_id = self._conn, None, None
         if conn is not None:
             conn.disconnect()
+
+
+class _Failed:
+    """What a pop that failed returns (see :meth:`BlockingPop._run`)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _popped(job: green.Greenlet) -> Any:
+    """The message a finished pop took, or None (nothing, or it failed)."""
+    value = job.value if job.successful() else None
+    return None if isinstance(value, _Failed) else value
 
 
 class Subscriber:
