@@ -96,7 +96,11 @@ def test_confirmed_publishes_survive_a_broker_crash() -> None:
                 if i == crash_at:
                     restart, thread = restart_in_background(broker["script"], down=1.0, kill=True)
                     gevent.sleep(0.3)
-                producer.publish({"id": i}, delivery_mode="persistent", retry=True, retry_policy=RETRY)
+                # declare=: a crash may lose a binding made moments before it
+                # (metadata not yet on disk); the first publish after the
+                # reconnection declares the queue and its binding again.
+                producer.publish({"id": i}, delivery_mode="persistent", retry=True, retry_policy=RETRY,
+                                 declare=[queue])
             assert thread is not None and restart is not None
             thread.get()
         seen = drain_all(broker, queue, total)
