@@ -325,7 +325,15 @@ class Connection(Resilient):
 
     def clone(self, **kwargs: Any) -> "Connection":
         """A new, unconnected Connection with the same settings."""
-        return type(self)(**dict(self.info(include_password=True), **kwargs))
+        return type(self)(**dict(self._rebuild_params(), **kwargs))
+
+    def _rebuild_params(self) -> Dict[str, Any]:
+        """What re-creates this Connection (clone, pickle). With failover URLs:
+        the URLs and the keywords first given, not the values of the URL in use."""
+        params = self.info(include_password=True)
+        if len(self.alt) > 1:
+            params.update(self._keywords, hostname=list(self.alt), alternates=None)
+        return params
 
     def info(self, include_password: bool = False) -> Dict[str, Any]:
         return dict(
@@ -346,7 +354,7 @@ class Connection(Resilient):
                       self.userid, self.password, self.virtual_host, include_password, mask)
 
     def __reduce__(self) -> Any:
-        return (_rebuild_connection, (type(self), self.info(include_password=True)))
+        return (_rebuild_connection, (type(self), self._rebuild_params()))
 
     def __repr__(self) -> str:
         return f"<Connection: {self.as_uri()} at {id(self):#x}>"

@@ -353,3 +353,14 @@ def test_unacked_messages_a_dead_store_kept_come_back_on_the_next_connection(con
     again = Queue("kept")(conn.default_channel).get(no_ack=True)
     assert again is not None and again.redelivered and again.decode() == {"n": 1}
     assert not conn.transport.orphans
+
+
+@pytest.mark.parametrize("copy", ["clone", "pickle"])
+def test_a_copy_of_a_failover_connection_fails_over_the_same_way(copy: str) -> None:
+    import pickle
+
+    original = Connection("amqp://u:p@h1:5673//;amqp://u:p@h2//", failover_strategy="round-robin")
+    made = original.clone() if copy == "clone" else pickle.loads(pickle.dumps(original))
+    assert made.alt == original.alt and (made.hostname, made.port) == ("h1", 5673)
+    made.maybe_switch_next()
+    assert (made.hostname, made.port) == ("h2", 5672)  # h1's port is not carried over
