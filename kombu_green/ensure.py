@@ -90,7 +90,9 @@ class Resilient:
         With failover URLs each failure moves to the next URL, and the pause
         only comes after every URL has failed once. ``max_retries=None``
         retries for ever; ``timeout`` bounds the whole attempt in seconds.
-        Raises the last :class:`~kombu_green.exceptions.OperationalError`.
+        Raises the last :class:`~kombu_green.exceptions.OperationalError`
+        (``reraise_as_library_errors`` is accepted for kombu's sake: errors
+        are always kombu_green's).
         """
         if self.connected:
             return self
