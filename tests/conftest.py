@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -45,3 +45,12 @@ def error_chain(exc: Optional[BaseException]) -> Iterator[BaseException]:
         seen.add(id(exc))
         yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+def ready(conn: Any, name: str) -> int:
+    """Messages ready in queue ``name``, read on a channel of its own."""
+    channel = conn.channel()
+    try:
+        return channel.queue_declare(name, passive=True).message_count
+    finally:
+        channel.close()

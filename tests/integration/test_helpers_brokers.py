@@ -25,6 +25,7 @@ from kombu_green.exceptions import KombuError
 from kombu_green.mixins import ConsumerMixin
 from kombu_green.simple import Empty
 
+from ..conftest import ready
 from .amqp_support import AMQP_URL, require_rabbitmq
 from .redis_keyspace import Keyspace
 
@@ -75,14 +76,6 @@ def broker(request: Any) -> Iterator[Broker]:
     made = Broker(request.param)
     yield made
     made.cleanup()
-
-
-def ready(conn: Connection, name: str) -> int:
-    channel = conn.channel()
-    try:
-        return channel.queue_declare(name, passive=True).message_count
-    finally:
-        channel.close()
 
 
 def eventually(condition: Callable[[], bool], what: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 
-from .restarts import REPORT, duplicates, require_restartable, restart_in_background, unique_name
+from .restarts import REPORT, Restart, duplicates, require_restartable, restart_in_background, unique_name
 
 TRANSPORTS = [pytest.param("amqp", marks=pytest.mark.amqp), pytest.param("redis", marks=pytest.mark.redis)]
 #: No test may take longer than this: a hang fails instead of stalling CI.
@@ -49,6 +49,32 @@ def drain_all(broker: Dict[str, Any], queue: Queue, until: int) -> List[int]:
     return seen
 
 
+def publish_across_restart(conn: Connection, broker: Dict[str, Any], queue: Queue, total: int,
+                           restart_at: int, kill: bool = False, pace: float = 0.0,
+                           errback: Any = None) -> Restart:
+    """Publish ids ``0..total-1`` with ``retry=True``, restarting the broker
+    (``kill``: crashing it) when ``restart_at`` is reached; return the restart.
+
+    ``declare=[queue]``: a crash may lose a binding made moments before it
+    (metadata not yet on disk); the first publish after the reconnection
+    declares the queue and its binding again.
+    """
+    producer = Producer(conn, exchange=queue.exchange, routing_key=queue.routing_key)
+    policy = dict(RETRY, errback=errback) if errback else RETRY
+    restart = thread = None
+    for i in range(total):
+        if i == restart_at:
+            restart, thread = restart_in_background(broker["script"], down=1.0, kill=kill)
+            gevent.sleep(0.3)  # the broker is going down while we publish
+        producer.publish({"id": i}, delivery_mode="persistent", retry=True, retry_policy=policy,
+                         declare=[queue])
+        if pace:
+            gevent.sleep(pace)  # a steady stream a consumer keeps up with
+    assert thread is not None and restart is not None
+    thread.get()
+    return restart
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_retried_publishes_survive_a_restart(transport: str) -> None:
     """2,000 publishes with retry=True while the broker restarts: every one arrives."""
@@ -58,18 +84,9 @@ def test_retried_publishes_survive_a_restart(transport: str) -> None:
     retries: List[float] = []
     with gevent.Timeout(BOUND):
         with connect(broker) as conn:
-            producer = Producer(conn, exchange=queue.exchange, routing_key=queue.routing_key)
-            maybe_declared = queue(conn.default_channel)
-            maybe_declared.declare()
-            restart = thread = None
-            for i in range(total):
-                if i == restart_at:
-                    restart, thread = restart_in_background(broker["script"], down=1.0)
-                    gevent.sleep(0.3)  # the broker is going down while we publish
-                producer.publish({"id": i}, delivery_mode="persistent", retry=True,
-                                 retry_policy=dict(RETRY, errback=lambda exc, interval: retries.append(interval)))
-            assert thread is not None and restart is not None
-            thread.get()
+            queue(conn.default_channel).declare()
+            restart = publish_across_restart(conn, broker, queue, total, restart_at,
+                                             errback=lambda exc, interval: retries.append(interval))
         seen = drain_all(broker, queue, total)
     assert set(seen) == set(range(total)), f"missing: {sorted(set(range(total)) - set(seen))[:20]}"
     REPORT.append(f"{transport}: 2,000 retried publishes across a restart: {duplicates(seen)} duplicates, "
@@ -89,20 +106,8 @@ def test_confirmed_publishes_survive_a_broker_crash() -> None:
     total, crash_at = 2000, 500
     with gevent.Timeout(BOUND):
         with connect(broker) as conn:
-            producer = Producer(conn, exchange=queue.exchange, routing_key=queue.routing_key)
             queue(conn.default_channel).declare()
-            restart = thread = None
-            for i in range(total):
-                if i == crash_at:
-                    restart, thread = restart_in_background(broker["script"], down=1.0, kill=True)
-                    gevent.sleep(0.3)
-                # declare=: a crash may lose a binding made moments before it
-                # (metadata not yet on disk); the first publish after the
-                # reconnection declares the queue and its binding again.
-                producer.publish({"id": i}, delivery_mode="persistent", retry=True, retry_policy=RETRY,
-                                 declare=[queue])
-            assert thread is not None and restart is not None
-            thread.get()
+            restart = publish_across_restart(conn, broker, queue, total, crash_at, kill=True)
         seen = drain_all(broker, queue, total)
     assert set(seen) == set(range(total)), f"missing: {sorted(set(range(total)) - set(seen))[:20]}"
     REPORT.append(f"amqp: 2,000 retried publishes across a SIGKILL of RabbitMQ: {duplicates(seen)} duplicates; "
@@ -137,15 +142,7 @@ def test_consuming_greenlet_survives_a_restart(transport: str) -> None:
         queue(consuming.default_channel).declare()  # bound before the first publish
         worker = gevent.spawn(consume_forever)
         with connect(broker) as conn:
-            producer = Producer(conn, exchange=queue.exchange, routing_key=queue.routing_key)
-            restart = thread = None
-            for i in range(total):
-                if i == total // 3:
-                    restart, thread = restart_in_background(broker["script"], down=1.0)
-                producer.publish({"id": i}, delivery_mode="persistent", retry=True, retry_policy=RETRY)
-                gevent.sleep(0.002)  # a steady stream the consumer keeps up with
-            assert thread is not None and restart is not None
-            thread.get()
+            restart = publish_across_restart(conn, broker, queue, total, total // 3, pace=0.002)
         worker.join(timeout=60)
         missing = sorted(set(range(total)) - set(seen))
         assert worker.dead, f"the consumer stopped receiving: {len(missing)} missing, e.g. {missing[:10]}"
@@ -237,15 +234,7 @@ def test_consumer_mixin_worker_survives_a_restart(transport: str) -> None:
             queue(conn.default_channel).declare()
             worker = Worker(connect(broker))
             running = gevent.spawn(worker.run)
-            producer = Producer(conn, exchange=queue.exchange, routing_key=queue.routing_key)
-            restart = thread = None
-            for i in range(total):
-                if i == total // 3:
-                    restart, thread = restart_in_background(broker["script"], down=1.0)
-                producer.publish({"id": i}, delivery_mode="persistent", retry=True, retry_policy=RETRY)
-                gevent.sleep(0.002)
-            assert thread is not None and restart is not None
-            thread.get()
+            restart = publish_across_restart(conn, broker, queue, total, total // 3, pace=0.002)
         running.join(timeout=60)
         missing = sorted(set(range(total)) - set(seen))
         assert running.dead, f"the worker stopped receiving: {len(missing)} missing, e.g. {missing[:10]}"

@@ -18,16 +18,10 @@ import pytest
 from kombu_green import Connection, Consumer, Producer, Queue
 from kombu_green.mixins import ConsumerMixin, ConsumerProducerMixin
 
+from ..conftest import ready
+
 #: Bounds every wait so a failing test ends instead of hanging.
 LIMIT = 30
-
-
-def ready(conn: Connection, name: str) -> int:
-    channel = conn.channel()
-    try:
-        return channel.queue_declare(name, passive=True).message_count
-    finally:
-        channel.close()
 
 
 def publish(conn: Connection, name: str, bodies: Any) -> None:

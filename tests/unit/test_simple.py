@@ -15,14 +15,7 @@ from kombu_green import Connection, Exchange, Queue
 from kombu_green.exceptions import ConnectionClosed
 from kombu_green.simple import Empty, SimpleBuffer, SimpleQueue
 
-
-def ready(conn: Connection, name: str) -> int:
-    """Messages ready in queue ``name``, seen from a channel of its own."""
-    channel = conn.channel()
-    try:
-        return channel.queue_declare(name, passive=True).message_count
-    finally:
-        channel.close()
+from ..conftest import ready
 
 
 def test_put_get_ack_in_order(conn: Connection) -> None:
