@@ -79,6 +79,15 @@ def _proxied(url: str) -> TcpProxy:
     return TcpProxy(parsed.hostname or "127.0.0.1", parsed.port or 6379)
 
 
+def _payloads_in(url: str, queue: Queue, count: int) -> List[Any]:
+    """Consume ``queue`` until ``count`` messages came and it stays quiet; their payloads, sorted."""
+    with Connection(url) as conn:
+        received: List[Any] = consume(conn, queue.name, queue=queue)
+        drain_until(conn, lambda: len(received) >= count)
+        quiet(conn, 0.3)
+    return sorted(m.payload for m in received)
+
+
 def test_a_connection_dropped_while_idle_is_not_lent_broken(url: str, queue: Queue) -> None:
     """On AMQP the dead connection is seen and replaced when next lent; Redis
     reconnects underneath; either way the next publish goes through."""
@@ -101,11 +110,7 @@ def test_a_connection_dropped_while_idle_is_not_lent_broken(url: str, queue: Que
             _flush(producer, queue)
     finally:
         proxy.close()
-    with Connection(url) as conn:
-        received: List[Any] = consume(conn, queue.name, queue=queue)
-        drain_until(conn, lambda: len(received) >= 2)
-        quiet(conn, 0.3)
-    assert sorted(m.payload for m in received) == ["after", "before"]
+    assert _payloads_in(url, queue, 2) == ["after", "before"]
 
 
 def test_a_connection_that_failed_a_publish_is_replaced(url: str, queue: Queue) -> None:
@@ -130,11 +135,7 @@ def test_a_connection_that_failed_a_publish_is_replaced(url: str, queue: Queue) 
             _flush(producer, queue)
     finally:
         proxy.close()
-    with Connection(url) as conn:
-        received: List[Any] = consume(conn, queue.name, queue=queue)
-        drain_until(conn, lambda: len(received) >= 2)
-        quiet(conn, 0.3)
-    assert sorted(m.payload for m in received) == ["fresh", "warm"]
+    assert _payloads_in(url, queue, 2) == ["fresh", "warm"]
 
 
 @pytest.mark.amqp
