@@ -26,10 +26,24 @@ from typing import Any, Dict, List, Tuple  # noqa: E402
 from urllib.parse import quote, unquote, urlsplit  # noqa: E402
 
 import amqp  # noqa: E402
-
-from _common import (PREFETCH, BenchError, Goals, Run, Runners, Titles, drain_until,  # noqa: E402
-                     env_line, json_bytes, km_consume, km_ping, km_publish, make_parser,
-                     parse, ping_loop, version)
+from _common import (  # noqa: E402
+    PREFETCH,
+    BenchError,
+    Goals,
+    Run,
+    Runners,
+    Titles,
+    drain_until,
+    env_line,
+    json_bytes,
+    km_consume,
+    km_ping,
+    km_publish,
+    make_parser,
+    parse,
+    ping_loop,
+    version,
+)
 
 TITLES: Titles = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw py-amqp"}
 #: (metric, other client, minimum kombu_green/other ratio) the project aims for

@@ -26,13 +26,26 @@ from typing import Any, Callable, Dict, List, Tuple  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import greenstalk  # noqa: E402
+from _common import (  # noqa: E402
+    BenchError,
+    Goals,
+    Run,
+    Runners,
+    Titles,
+    drain_until,
+    env_line,
+    json_bytes,
+    km_consume,
+    km_ping,
+    km_publish,
+    make_parser,
+    parse,
+    ping_loop,
+    version,
+)
 
 import kombu_green  # noqa: E402
 from kombu_green.transport.beanstalk.config import tube_name  # noqa: E402
-
-from _common import (BenchError, Goals, Run, Runners, Titles, drain_until, env_line,  # noqa: E402
-                     json_bytes, km_consume, km_ping, km_publish, make_parser, parse,
-                     ping_loop, version)
 
 TITLES: Titles = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw greenstalk"}
 #: (metric, other client, minimum kombu_green/other ratio) the project aims for:

@@ -143,9 +143,19 @@ if VARIANT is None:
     import gevent
     import gevent.socket
     import gevent.subprocess
-
-    from _common import (LIBS, BenchError, Unavailable, env_line, fmt, fmt_ratio, median,
-                         percentile, ratio, table, version)
+    from _common import (
+        LIBS,
+        BenchError,
+        Unavailable,
+        env_line,
+        fmt,
+        fmt_ratio,
+        median,
+        percentile,
+        ratio,
+        table,
+        version,
+    )
     from amqp_bench import broker_params, raw_connect
 
 TITLES = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw py-amqp"}
@@ -212,7 +222,7 @@ class Server:
                 except OSError:
                     if self.proc.poll() is not None:
                         self.log.seek(0)
-                        raise BenchError("gunicorn exited: " + self.log.read().decode()[-2000:])
+                        raise BenchError("gunicorn exited: " + self.log.read().decode()[-2000:]) from None
                     gevent.sleep(0.05)
 
     def stop(self) -> None:

@@ -48,13 +48,28 @@ from typing import Any, Callable, Dict, List, Tuple  # noqa: E402
 from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 import pymongo  # noqa: E402
+from _common import (  # noqa: E402
+    BenchError,
+    Goals,
+    Run,
+    Titles,
+    Unavailable,
+    check_ids,
+    drain_until,
+    env_line,
+    json_bytes,
+    km_consumer,
+    km_ping,
+    make_parser,
+    parse,
+    payload,
+    percentile,
+    ping_loop,
+    version,
+)
 from bson import Binary, ObjectId  # noqa: E402
 from pymongo import errors as mongo_errors  # noqa: E402
 from pymongo import uri_parser  # noqa: E402
-
-from _common import (BenchError, Goals, Run, Titles, Unavailable,  # noqa: E402
-                     check_ids, drain_until, env_line, json_bytes, km_consumer, km_ping, make_parser,
-                     parse, payload, percentile, ping_loop, version)
 
 TITLES: Titles = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw pymongo"}
 #: No goal is set for MongoDB yet: the table and ratios only.

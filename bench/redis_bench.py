@@ -31,12 +31,25 @@ from typing import Any, Callable, Dict, List, Tuple  # noqa: E402
 from urllib.parse import unquote, urlsplit  # noqa: E402
 
 import redis  # noqa: E402
+from _common import (  # noqa: E402
+    BenchError,
+    Goals,
+    Run,
+    Runners,
+    Titles,
+    drain_until,
+    env_line,
+    json_bytes,
+    km_consume,
+    km_ping,
+    km_publish,
+    make_parser,
+    parse,
+    ping_loop,
+    version,
+)
 
 from kombu_green.transport.redis.keys import Keys  # noqa: E402
-
-from _common import (BenchError, Goals, Run, Runners, Titles, drain_until, env_line,  # noqa: E402
-                     json_bytes, km_consume, km_ping, km_publish, make_parser, parse,
-                     ping_loop, version)
 
 TITLES: Titles = {"kombu_green": "kombu_green", "kombu": "kombu", "raw": "raw redis-py"}
 #: (metric, other client, minimum kombu_green/other ratio) the project aims for

@@ -2,6 +2,7 @@
 import pickle
 
 from _url import broker_url
+
 from kombu_green import BrokerConnection, Exchange, Queue
 from kombu_green.exceptions import NotBoundError
 

@@ -4,6 +4,7 @@ The consumer declares a "feed" queue bound to the "feed" exchange with the
 routing key "importer"; the producer sends import requests to it.
 """
 from _url import broker_url
+
 from kombu_green import BrokerConnection, Consumer, Exchange, Producer, Queue
 
 feed_exchange = Exchange("feed", type="direct")

@@ -6,6 +6,7 @@ one connection.drain_events() loop serves both consumers.
 import socket
 
 from _url import broker_url
+
 from kombu_green import BrokerConnection, Consumer, Exchange, Producer, Queue
 
 media_exchange = Exchange("media", "direct", durable=True)

@@ -9,8 +9,8 @@ queue, so the broker spreads the tasks between them (prefetch_count=1).
 import socket
 
 import gevent
-
 from _url import broker_url
+
 from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 
 URL = broker_url()

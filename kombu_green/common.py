@@ -12,7 +12,7 @@ import itertools
 import socket
 import time
 import uuid as _uuid
-from typing import Any, Callable, Deque, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from .abstract import maybe_channel
 from .entity import Exchange, Queue
@@ -63,9 +63,10 @@ def ignore_errors(conn: Any, fun: Optional[Callable[..., Any]] = None, *args: An
     """
     if fun is None:
         return _ignoring(conn)
-    with _ignoring(conn):
+    try:
         return fun(*args, **kwargs)
-    return None
+    except tuple(conn.connection_errors) + tuple(conn.channel_errors):
+        return None
 
 
 class Broadcast(Queue):
@@ -159,7 +160,7 @@ def itermessages(conn: Any, channel: Any, queue: Queue, limit: Optional[int] = 1
 
 
 def send_reply(exchange: Union[Exchange, str], req: Message, msg: Any, producer: Optional[Producer] = None,
-               retry: bool = False, retry_policy: Optional[dict] = None, **props: Any) -> None:
+               retry: bool = False, retry_policy: Optional[Dict[str, Any]] = None, **props: Any) -> None:
     """Publish ``msg`` as the reply to the request message ``req``.
 
     Routed by the request's ``reply_to`` property, carrying its

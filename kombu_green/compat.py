@@ -29,9 +29,9 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Opti
 from . import green, messaging
 from .connection import BrokerConnection
 from .entity import Exchange, Queue
-from .messaging import is_connection, owner_of
 from .exceptions import ConfigurationError
 from .message import Message
+from .messaging import is_connection, owner_of
 
 __all__ = ["BrokerConnection", "Consumer", "ConsumerSet", "Publisher", "entry_to_queue"]
 

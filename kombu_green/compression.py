@@ -129,7 +129,7 @@ else:
     )
 
 try:
-    import brotli
+    import brotli  # type: ignore[import-untyped]  # ships no type information (no py.typed)
 except ImportError:  # optional: pip install brotli
     pass
 else:

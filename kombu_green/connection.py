@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Type, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, Union
 
 from . import green
 from .ensure import Resilient, failover_options
@@ -262,7 +262,7 @@ class Connection(Resilient):
         self.declared_entities.clear()
         for cleanup in (getattr(channel, "close", None),
                         connection is not None and self._transport is not None
-                        and (lambda: self._transport.close_connection(connection))):  # type: ignore[union-attr]
+                        and (lambda: self._transport.close_connection(connection))):
             if cleanup:
                 try:
                     cleanup()
@@ -278,12 +278,12 @@ class Connection(Resilient):
     # -- errors ------------------------------------------------------------
 
     @property
-    def connection_errors(self) -> tuple:
+    def connection_errors(self) -> Tuple[Type[BaseException], ...]:
         """Errors after which reconnecting may help (what ``ensure`` retries)."""
         return self.transport.connection_errors
 
     @property
-    def channel_errors(self) -> tuple:
+    def channel_errors(self) -> Tuple[Type[BaseException], ...]:
         return self.transport.channel_errors
 
     recoverable_connection_errors = connection_errors

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
 from .retry import Errback, retry_over_time
 
@@ -44,7 +44,7 @@ class Resilient:
         hostname: Optional[str]
         current_url: Optional[str]
         @property
-        def connection_errors(self) -> tuple: ...
+        def connection_errors(self) -> Tuple[Type[BaseException], ...]: ...
         @property
         def default_channel(self) -> Any: ...
         @property
@@ -114,7 +114,7 @@ class Resilient:
     def ensure(self, obj: Any, fun: Callable[..., T], errback: Optional[Errback] = None,
                max_retries: Optional[int] = None, interval_start: float = 1, interval_step: float = 1,
                interval_max: float = 1, on_revive: Optional[Callable[[Any], Any]] = None,
-               retry_errors: Optional[tuple] = None) -> Callable[..., T]:
+               retry_errors: Optional[Tuple[Type[BaseException], ...]] = None) -> Callable[..., T]:
         """Wrap ``fun`` so a lost connection is re-established and the call retried.
 
         After reconnecting, ``obj.revive(channel)`` moves ``obj`` (a Producer
@@ -167,7 +167,7 @@ def failover_options(transport_options: Dict[str, Any], urls: int) -> Dict[str, 
 def retrying(conn: Any, obj: Any, fun: Callable[..., T], *, errback: Optional[Errback],
              max_retries: Optional[int], interval_start: float, interval_step: float,
              interval_max: float, on_revive: Optional[Callable[[Any], Any]],
-             retry_errors: Optional[tuple]) -> Callable[..., T]:
+             retry_errors: Optional[Tuple[Type[BaseException], ...]]) -> Callable[..., T]:
     """The body of :meth:`Connection.ensure`."""
 
     @functools.wraps(fun)
@@ -206,7 +206,8 @@ def revive(conn: Any, generation: int, errback: Optional[Errback], max_retries: 
             conn.ensure_connection(errback=errback, max_retries=max_retries, interval_start=interval_start,
                                    interval_step=interval_step, interval_max=interval_max)
             conn.revive_attached()
-        return conn.default_channel
+        channel: Channel = conn.default_channel
+        return channel
 
 
 def autoretry(conn: Any, fun: Callable[..., T], channel: Optional["Channel"],
@@ -229,7 +230,7 @@ def autoretry(conn: Any, fun: Callable[..., T], channel: Optional["Channel"],
             return fun(*args, **kwargs), self.channel
 
     holder = Revivable()
-    ensured = conn.ensure(holder, holder.call, **ensure_options)
+    ensured: Callable[..., Tuple[T, "Channel"]] = conn.ensure(holder, holder.call, **ensure_options)
 
     @functools.wraps(fun)
     def retried(*args: Any, **kwargs: Any) -> Tuple[T, "Channel"]:

@@ -9,7 +9,7 @@ channels at once.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from .abstract import MaybeChannelBound
 from .exceptions import ContentDisallowed
@@ -76,7 +76,7 @@ class Exchange(MaybeChannelBound):
                 nowait=nowait, passive=passive)
 
     def bind_to(self, exchange: Union["Exchange", str] = "", routing_key: str = "",
-                arguments: Optional[dict] = None, nowait: bool = False, channel: Any = None) -> None:
+                arguments: Optional[Dict[str, Any]] = None, nowait: bool = False, channel: Any = None) -> None:
         """Route messages published to ``exchange`` into this exchange too."""
         source = exchange.name if isinstance(exchange, Exchange) else exchange
         self._require_channel("bind_to", channel).exchange_bind(
@@ -84,14 +84,14 @@ class Exchange(MaybeChannelBound):
             nowait=nowait, arguments=arguments)
 
     def unbind_from(self, source: Union["Exchange", str] = "", routing_key: str = "",
-                    nowait: bool = False, arguments: Optional[dict] = None, channel: Any = None) -> None:
+                    nowait: bool = False, arguments: Optional[Dict[str, Any]] = None, channel: Any = None) -> None:
         source_name = source.name if isinstance(source, Exchange) else source
         self._require_channel("unbind_from", channel).exchange_unbind(
             destination=self.name, source=source_name, routing_key=routing_key,
             nowait=nowait, arguments=arguments)
 
     def Message(self, body: bytes, delivery_mode: Union[int, str, None] = None,
-                properties: Optional[dict] = None, **kwargs: Any) -> Any:
+                properties: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Any:
         """Build a transport message (see :meth:`Producer.publish` for the usual path)."""
         properties = dict(properties or {})
         properties["delivery_mode"] = maybe_delivery_mode(delivery_mode or self.delivery_mode)
@@ -109,15 +109,15 @@ class Exchange(MaybeChannelBound):
         self._require_channel("delete").exchange_delete(
             exchange=self.name, if_unused=if_unused, nowait=nowait)
 
-    def binding(self, routing_key: str = "", arguments: Optional[dict] = None,
-                unbind_arguments: Optional[dict] = None) -> "binding":
+    def binding(self, routing_key: str = "", arguments: Optional[Dict[str, Any]] = None,
+                unbind_arguments: Optional[Dict[str, Any]] = None) -> "binding":
         return binding(self, routing_key, arguments, unbind_arguments)
 
     @property
     def can_cache_declaration(self) -> bool:
         return bool(self.durable and not self.auto_delete)
 
-    def _key(self) -> tuple:
+    def _key(self) -> Tuple[Any, ...]:
         return (self.name, self.type, self.durable, self.auto_delete,
                 self.delivery_mode, repr(sorted((self.arguments or {}).items())))
 
@@ -140,7 +140,7 @@ class binding:
     """One extra binding of a Queue (``Queue(bindings=[binding(...)])``)."""
 
     def __init__(self, exchange: Optional[Exchange] = None, routing_key: str = "",
-                 arguments: Optional[dict] = None, unbind_arguments: Optional[dict] = None) -> None:
+                 arguments: Optional[Dict[str, Any]] = None, unbind_arguments: Optional[Dict[str, Any]] = None) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.arguments = arguments
@@ -266,20 +266,21 @@ class Queue(MaybeChannelBound):
         self.bind_to(self.exchange, self.routing_key, self.binding_arguments, nowait=nowait, channel=channel)
 
     def bind_to(self, exchange: Union[Exchange, str] = "", routing_key: str = "",
-                arguments: Optional[dict] = None, nowait: bool = False, channel: Any = None) -> None:
+                arguments: Optional[Dict[str, Any]] = None, nowait: bool = False, channel: Any = None) -> None:
         name = exchange.name if isinstance(exchange, Exchange) else exchange
         self._require_channel("bind_to", channel).queue_bind(
             queue=self.name, exchange=name, routing_key=routing_key,
             arguments=arguments, nowait=nowait)
 
     def unbind_from(self, exchange: Union[Exchange, str] = "", routing_key: str = "",
-                    arguments: Optional[dict] = None, nowait: bool = False, channel: Any = None) -> None:
+                    arguments: Optional[Dict[str, Any]] = None, nowait: bool = False, channel: Any = None) -> None:
         name = exchange.name if isinstance(exchange, Exchange) else exchange
         self._require_channel("unbind_from", channel).queue_unbind(
             queue=self.name, exchange=name, routing_key=routing_key,
             arguments=arguments, nowait=nowait)
 
-    def queue_unbind(self, arguments: Optional[dict] = None, nowait: bool = False, channel: Any = None) -> None:
+    def queue_unbind(self, arguments: Optional[Dict[str, Any]] = None, nowait: bool = False,
+                     channel: Any = None) -> None:
         self.unbind_from(self.exchange, self.routing_key, arguments, nowait, channel)
 
     def get(self, no_ack: Optional[bool] = None, accept: Optional[Iterable[str]] = None) -> Optional["Message"]:
@@ -290,7 +291,7 @@ class Queue(MaybeChannelBound):
         from .serialization import prepare_accept_content
 
         no_ack = self.no_ack if no_ack is None else no_ack
-        message = self._require_channel("get").basic_get(queue=self.name, no_ack=no_ack)
+        message: Optional[Message] = self._require_channel("get").basic_get(queue=self.name, no_ack=no_ack)
         if message is not None and accept is not None:
             message.accept = prepare_accept_content(accept)
         return message
@@ -302,10 +303,11 @@ class Queue(MaybeChannelBound):
     def consume(self, consumer_tag: str = "", callback: Any = None, no_ack: Optional[bool] = None,
                 nowait: bool = False, on_cancel: Any = None) -> str:
         no_ack = self.no_ack if no_ack is None else no_ack
-        return self._require_channel("consume").basic_consume(
+        tag: str = self._require_channel("consume").basic_consume(
             queue=self.name, no_ack=no_ack, consumer_tag=consumer_tag or None,
             callback=callback, nowait=nowait, arguments=self.consumer_arguments,
             on_cancel=on_cancel)
+        return tag
 
     def cancel(self, consumer_tag: str) -> None:
         self._require_channel("cancel").basic_cancel(consumer_tag)
@@ -358,7 +360,7 @@ class Queue(MaybeChannelBound):
                 options[key] = queue_value
         return cls(queue, exchange=exchange, **options)
 
-    def _key(self) -> tuple:
+    def _key(self) -> Tuple[Any, ...]:
         return (self.name, self.exchange, self.routing_key, self.durable, self.exclusive,
                 self.auto_delete, *(repr(sorted((args or {}).items())) for args in (
                     self.queue_arguments, self.binding_arguments, self.consumer_arguments)))

@@ -21,16 +21,18 @@ Nothing here monkey-patches anything: that is the application's decision.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
+from typing import Any, Callable, Generic, Iterable, Optional, TypeVar, cast
 
-import gevent
-import gevent.event
-import gevent.lock
-import gevent.monkey
-import gevent.queue
-import gevent.socket
-import gevent.ssl
-import gevent.threadpool
+# gevent ships no type information (no py.typed) and types-gevent is not a
+# dependency: mypy reads every gevent name as Any.
+import gevent  # type: ignore[import-untyped]  # no stubs: see above
+import gevent.event  # type: ignore[import-untyped]  # no stubs: see above
+import gevent.lock  # type: ignore[import-untyped]  # no stubs: see above
+import gevent.monkey  # type: ignore[import-untyped]  # no stubs: see above
+import gevent.queue  # type: ignore[import-untyped]  # no stubs: see above
+import gevent.socket  # type: ignore[import-untyped]  # no stubs: see above
+import gevent.ssl  # type: ignore[import-untyped]  # no stubs: see above
+import gevent.threadpool  # type: ignore[import-untyped]  # no stubs: see above
 from gevent import Greenlet, GreenletExit, Timeout, getcurrent
 
 from .exceptions import NotCooperative
@@ -256,7 +258,7 @@ class Pending(Generic[T]):
         """Wait for the result (only this greenlet waits); re-raise its error."""
         ok, value = self._waitable.get()
         if ok:
-            return value
+            return cast(T, value)
         raise value
 
     def ready(self) -> bool:

@@ -9,7 +9,7 @@ or a decode fails.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Collection, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple, Type
 
 from . import compression
 from .exceptions import MessageStateError, SerializationError, SerializerNotInstalled
@@ -79,13 +79,15 @@ class Message:
         """Give the message back to its queue for another delivery."""
         self.reject(requeue=True)
 
-    def ack_log_error(self, logger: logging.Logger, errors: tuple, multiple: bool = False) -> None:
+    def ack_log_error(self, logger: logging.Logger, errors: Tuple[Type[BaseException], ...],
+                      multiple: bool = False) -> None:
         try:
             self.ack(multiple=multiple)
         except errors as exc:
             logger.critical("Couldn't ack %r, reason:%r", self.delivery_tag, exc, exc_info=True)
 
-    def reject_log_error(self, logger: logging.Logger, errors: tuple, requeue: bool = False) -> None:
+    def reject_log_error(self, logger: logging.Logger, errors: Tuple[Type[BaseException], ...],
+                         requeue: bool = False) -> None:
         try:
             self.reject(requeue=requeue)
         except errors as exc:

@@ -14,7 +14,7 @@ greenlet.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple, Union
 
 from . import compression as compressors
 from . import green
@@ -127,7 +127,7 @@ class Producer:
 
     def _prepare(self, body: Any, serializer: Optional[str], content_type: Optional[str],
                  content_encoding: Optional[str], compression: Optional[str],
-                 headers: Dict[str, Any]) -> tuple:
+                 headers: Dict[str, Any]) -> Tuple[Any, Optional[str], Optional[str]]:
         if content_type:
             # Raw body with an explicit content type: sent as is.
             if isinstance(body, str):
@@ -241,7 +241,7 @@ class Consumer:
     callbacks: Any = None
     on_message: Optional[Callable[[Message], Any]] = None
     on_decode_error: Optional[Callable[[Message, BaseException], Any]] = None
-    accept: Optional[set] = None
+    accept: Optional[Set[str]] = None
     prefetch_count: Optional[int] = None
     tag_prefix: Optional[str] = None
 

@@ -25,7 +25,7 @@ import itertools
 import logging
 import socket
 import time
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Type
 
 from . import green, messaging
 from .common import ignore_errors
@@ -255,17 +255,18 @@ class ConsumerMixin:
     # -- connections -------------------------------------------------------
 
     @property
-    def connection_errors(self) -> tuple:
+    def connection_errors(self) -> Tuple[Type[BaseException], ...]:
         return tuple(self.connection.connection_errors)
 
     @property
-    def channel_errors(self) -> tuple:
+    def channel_errors(self) -> Tuple[Type[BaseException], ...]:
         return tuple(self.connection.channel_errors)
 
     @property
     def restart_limit(self) -> _TokenBucket:
         """At most one (re)start of consuming per second."""
-        return self.__dict__.setdefault("_restart_limit", _TokenBucket(1))
+        limit: _TokenBucket = self.__dict__.setdefault("_restart_limit", _TokenBucket(1))
+        return limit
 
     def create_connection(self) -> Any:
         return self.connection.clone()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Set, Type, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Type, Union
 
 from . import green
 from .connection import Connection
@@ -77,12 +77,14 @@ class _Pooled:
     """Mixed into a lent resource: ``release()`` and ``with`` give it back to its pool."""
 
     _owner_pool: Optional["Resource"] = None
+    #: The lent resource's own ``close`` (declared only: this class is a mixin).
+    close: Callable[[], Any]
 
     def release(self) -> None:
         if self._owner_pool is not None:
             self._owner_pool.release(self)
         else:
-            getattr(super(), "release", getattr(self, "close"))()
+            getattr(super(), "release", self.close)()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:  # (__enter__: the class's own)
         pool = self._owner_pool
@@ -241,7 +243,8 @@ class ConnectionPool(_OfConnection):
     LimitExceeded = ConnectionLimitExceeded
 
     def new(self) -> Connection:
-        return _adopt(self.connection.clone(), self)
+        clone: Connection = _adopt(self.connection.clone(), self)
+        return clone
 
     fresh = new
 

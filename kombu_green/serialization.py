@@ -181,7 +181,7 @@ class SerializerRegistry:
         return codec.content_type, codec.content_encoding, payload
 
     def loads(
-        self, data: bytes, content_type: str | None, content_encoding: str | None,
+        self, data: bytes | bytearray | memoryview | str, content_type: str | None, content_encoding: str | None,
         accept: Collection[str] | None = None, force: bool = False,
     ) -> Any:
         """Decode a body, refusing content types outside ``accept``.
@@ -342,7 +342,7 @@ def _require(module: str, package: str) -> Any:
         ) from None
 
 
-def _lazy(module: str, package: str, func: str, **kwargs: Any) -> Callable:
+def _lazy(module: str, package: str, func: str, **kwargs: Any) -> Callable[[Any], Any]:
     """Bind ``module.func`` at call time, so the codec exists without its library."""
 
     def call(arg: Any) -> Any:

@@ -18,7 +18,7 @@ import collections
 import queue as _stdlib_queue
 import socket
 import time
-from typing import Any, Deque, Dict, Iterable, Optional, Union
+from typing import Any, Deque, Dict, Iterable, Optional, Tuple, Union
 
 from . import green
 from .entity import Exchange, Queue
@@ -91,7 +91,8 @@ class SimpleQueue:
         self.queue: Queue = self.consumer.queues[0]
 
     def _entities(self, name: Union[str, Queue], queue_opts: Optional[Dict[str, Any]],
-                  queue_args: Optional[Dict[str, Any]], exchange_opts: Optional[Dict[str, Any]]) -> tuple:
+                  queue_args: Optional[Dict[str, Any]],
+                  exchange_opts: Optional[Dict[str, Any]]) -> Tuple[Queue, Exchange, str]:
         if isinstance(name, Queue):
             # The default exchange routes by queue name, whatever the binding key says.
             routing_key = name.routing_key if name.exchange.name else (name.routing_key or name.name)

@@ -554,24 +554,34 @@ env_beanstalkd() {
 # --- MongoDB (SecantusDB) -------------------------------------------------
 
 # No mongod here: SecantusDB, a MongoDB wire-protocol server written in
-# Python, stands in for it. It is installed with pip into the Python the
-# tests run with, and keeps its data in a temporary directory (":memory:")
-# that it removes on shutdown. --standalone: by default it poses as a
-# one-node replica set and keeps an oplog, and every write then gets slower
-# as the oplog grows (1 ms per insert at first, 20 ms after ~10,000 writes,
-# measured); the transport needs neither change streams nor transactions.
+# Python, stands in for it. It is installed with pip into a virtual
+# environment of its own under .brokers/ (kept between runs, so its
+# dependencies never mix with the ones under test), and keeps its data in a
+# temporary directory (":memory:") that it removes on shutdown.
+# --standalone: by default it poses as a one-node replica set and keeps an
+# oplog, and every write then gets slower as the oplog grows (1 ms per
+# insert at first, 20 ms after ~10,000 writes, measured); the transport
+# needs neither change streams nor transactions.
 MONGO_DIR=$STATE/mongodb
+MONGO_VENV=$STATE/venvs/secantusdb
 MONGO_PORT=27017
 MONGO_SERVER=secantusd-py
-MONGO_PACKAGE='secantusdb==0.7.0b3'
-PYTHON=${PYTHON:-python3}
+MONGO_PACKAGES=('secantusdb==0.7.0b3' 'pymongo')   # pymongo: for the readiness ping
 
 mongodb_ready() {
     tcp_open "$MONGO_PORT" || return 1
-    timeout 10 "$PYTHON" -c "
+    timeout 10 "$MONGO_VENV/bin/python" -c "
 from pymongo import MongoClient
 MongoClient('mongodb://127.0.0.1:$MONGO_PORT/', serverSelectionTimeoutMS=1000).admin.command('ping')
 " >/dev/null 2>&1
+}
+
+install_mongodb() {
+    [ -x "$MONGO_VENV/bin/$MONGO_SERVER" ] && return
+    say "installing ${MONGO_PACKAGES[*]} into $MONGO_VENV"
+    rm -rf "$MONGO_VENV"
+    python3 -m venv "$MONGO_VENV" >&2
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$MONGO_VENV/bin/python" -m pip install -q "${MONGO_PACKAGES[@]}" >&2
 }
 
 start_mongodb() {
@@ -583,14 +593,7 @@ start_mongodb() {
         fi
         say "mongodb (pid $pid) is running but not answering yet"
     else
-        if ! command -v "$MONGO_SERVER" >/dev/null; then
-            say "installing $MONGO_PACKAGE with $PYTHON -m pip"
-            "$PYTHON" -m pip install -q "$MONGO_PACKAGE" >&2
-        fi
-        if ! "$PYTHON" -c 'import pymongo' 2>/dev/null; then
-            say "installing pymongo with $PYTHON -m pip"
-            "$PYTHON" -m pip install -q pymongo >&2
-        fi
+        install_mongodb
         refuse_busy_ports "$MONGO_PORT"
 
         rm -rf "$d"   # also what a killed server left in tmp/
@@ -600,7 +603,7 @@ start_mongodb() {
         (
             export TMPDIR=$d/tmp   # where ":memory:" puts its data
             cd "$d"
-            exec setsid "$MONGO_SERVER" --config "$d/secantusd.toml" \
+            exec setsid "$MONGO_VENV/bin/$MONGO_SERVER" --config "$d/secantusd.toml" \
                 --host 127.0.0.1 --port "$MONGO_PORT" \
                 --storage-path :memory: --log-level WARNING --standalone \
                 </dev/null >"$d/server.log" 2>&1

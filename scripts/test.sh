@@ -1,15 +1,59 @@
 #!/usr/bin/env bash
-# Install what the tests need, start the brokers on 127.0.0.1 (installing
-# them from Debian packages when missing), and run the whole suite twice:
-# as is, and again under gevent.monkey.patch_all(). Arguments are passed to
-# pytest. Brokers this script started are stopped again when it ends.
-# Exit status: the first failing run's pytest status (5 = no tests ran).
+# The test command. It installs the project with its test extras into a
+# virtual environment of its own (.venv/, created when missing), upgraded to
+# the newest releases the project's requirements allow -- what a new user's
+# `pip install` gets today -- then checks the code (ruff, mypy), starts the
+# brokers on 127.0.0.1 (installing them from Debian packages when missing)
+# and runs the whole suite twice: as is, and again under
+# gevent.monkey.patch_all(). Arguments are passed to pytest. Brokers this
+# script started are stopped again when it ends.
+#
+#   --floor   test the lower bounds instead: a separate .venv-floor/ on the
+#             oldest supported Python (PYTHON_FLOOR, default python3.9), with
+#             every dependency at exactly the lower bound pyproject.toml
+#             states (scripts/floor_requirements.py); the checkers are skipped.
+#
+# Exit status: the first failing step's status (pytest's 5 = no tests ran).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-PYTHON=${PYTHON:-python3}
 
-"$PYTHON" -m pip install -q -e '.[test]' || exit 1
+floor=0
+if [ "${1:-}" = "--floor" ]; then floor=1; shift; fi
+
+if [ "$floor" -eq 1 ]; then
+    VENV=${KOMBU_GREEN_VENV:-.venv-floor}
+    BASE_PYTHON=${PYTHON_FLOOR:-python3.9}
+else
+    VENV=${KOMBU_GREEN_VENV:-.venv}
+    BASE_PYTHON=${PYTHON:-python3}
+fi
+PY=$VENV/bin/python
+
+if [ ! -x "$PY" ]; then
+    echo "== creating $VENV with $BASE_PYTHON =="
+    "$BASE_PYTHON" -m venv "$VENV" || exit 1
+fi
+"$PY" -m pip install -q --upgrade pip || exit 1
+if [ "$floor" -eq 1 ]; then
+    "$PY" scripts/floor_requirements.py >"$VENV/floor-requirements.txt" || exit 1
+    "$PY" -m pip install -q -e . -r "$VENV/floor-requirements.txt" || exit 1
+else
+    "$PY" -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]' || exit 1
+fi
+echo "== $("$PY" --version) with =="
+"$PY" -m pip freeze --exclude-editable | tr '\n' ' '
+echo
+
+status=0
+record() { [ "$status" -eq 0 ] && status=$1; }
+
+if [ "$floor" -eq 0 ]; then
+    echo "== ruff (lint, import order) =="
+    "$PY" -m ruff check . || record 1
+    echo "== mypy (strict) =="
+    "$PY" -m mypy || record 1
+fi
 
 started=()
 # shellcheck disable=SC2317  # called by the EXIT trap
@@ -25,9 +69,8 @@ for broker in rabbitmq redis beanstalkd mongodb; do
 done
 eval "$(scripts/brokers.sh env)"
 
-status=0
 echo "== test suite (plain) =="
-"$PYTHON" -m pytest "$@" || status=$?
+"$PY" -m pytest "$@" || record $?
 echo "== test suite (gevent.monkey.patch_all) =="
-"$PYTHON" scripts/pytest_patched.py "$@" || { rc=$?; [ "$status" -eq 0 ] && status=$rc; }
+"$PY" scripts/pytest_patched.py "$@" || record $?
 exit "$status"

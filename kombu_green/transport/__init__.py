@@ -62,6 +62,7 @@ def resolve_transport(transport: Union[str, type, None]) -> Type["Transport"]:
             f"Transport {name!r} cannot be loaded: {exc}.{hint}"
         ) from exc
     try:
-        return getattr(module, class_name or "Transport")
+        found: Type[Transport] = getattr(module, class_name or "Transport")
     except AttributeError:
         raise UnknownTransport(f"Module {module_name!r} has no transport class {class_name!r}.") from None
+    return found

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Tuple, Type, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Set, Tuple, Type, TypeVar, cast
 
 from ..exceptions import ChannelError, OperationalError
 
@@ -58,7 +58,7 @@ class Capabilities:
     """What a transport really does; the conformance suite checks each claim."""
 
     #: Exchange types routed as AMQP does.
-    exchange_types: frozenset = frozenset({"direct", "topic", "fanout", "headers"})
+    exchange_types: FrozenSet[str] = frozenset({"direct", "topic", "fanout", "headers"})
     #: Messages with a higher ``priority`` (0-9) are delivered first.
     priorities: bool = True
     #: Fanout messages reach bound queues even when nobody consumes them yet
@@ -71,7 +71,7 @@ class Capabilities:
     #: Unacknowledged messages return to their queue when the channel closes.
     redelivers_on_close: bool = True
     #: Extra notes for documentation (free text, per transport).
-    notes: tuple = field(default_factory=tuple)
+    notes: Tuple[str, ...] = field(default_factory=tuple)
 
 
 class Channel:
@@ -82,39 +82,39 @@ class Channel:
     """
 
     #: Consumer tags registered with ``no_ack=True`` (their messages need no ack).
-    no_ack_consumers: set
+    no_ack_consumers: Set[str]
     #: Event handlers, e.g. ``events['basic_return']`` for unroutable messages.
-    events: dict
+    events: Dict[str, Set[Callable[..., Any]]]
     #: The owning :class:`Connection` (kombu_green's, not the driver's).
     connection: Any
 
     def exchange_declare(self, exchange: str = "", type: str = "direct", passive: bool = False,
                          durable: bool = False, auto_delete: bool = True,
-                         arguments: Optional[dict] = None, nowait: bool = False) -> None:
+                         arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> None:
         raise NotImplementedError
 
     def exchange_delete(self, exchange: str = "", if_unused: bool = False, nowait: bool = False) -> None:
         raise NotImplementedError
 
     def exchange_bind(self, destination: str, source: str = "", routing_key: str = "",
-                      nowait: bool = False, arguments: Optional[dict] = None) -> None:
+                      nowait: bool = False, arguments: Optional[Dict[str, Any]] = None) -> None:
         raise NotImplementedError
 
     def exchange_unbind(self, destination: str, source: str = "", routing_key: str = "",
-                        nowait: bool = False, arguments: Optional[dict] = None) -> None:
+                        nowait: bool = False, arguments: Optional[Dict[str, Any]] = None) -> None:
         raise NotImplementedError
 
     def queue_declare(self, queue: str = "", passive: bool = False, durable: bool = False,
                       exclusive: bool = False, auto_delete: bool = True,
-                      arguments: Optional[dict] = None, nowait: bool = False) -> QueueDeclareOk:
+                      arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> QueueDeclareOk:
         raise NotImplementedError
 
     def queue_bind(self, queue: str, exchange: str = "", routing_key: str = "",
-                   arguments: Optional[dict] = None, nowait: bool = False) -> None:
+                   arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> None:
         raise NotImplementedError
 
     def queue_unbind(self, queue: str, exchange: str = "", routing_key: str = "",
-                     arguments: Optional[dict] = None, nowait: bool = False) -> None:
+                     arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> None:
         raise NotImplementedError
 
     def queue_purge(self, queue: str, nowait: bool = False) -> int:
@@ -126,7 +126,8 @@ class Channel:
 
     def prepare_message(self, body: bytes, priority: Optional[int] = None,
                         content_type: Optional[str] = None, content_encoding: Optional[str] = None,
-                        headers: Optional[dict] = None, properties: Optional[dict] = None) -> Any:
+                        headers: Optional[Dict[str, Any]] = None,
+                        properties: Optional[Dict[str, Any]] = None) -> Any:
         raise NotImplementedError
 
     def basic_publish(self, message: Any, exchange: str = "", routing_key: str = "",
@@ -136,7 +137,7 @@ class Channel:
     def basic_consume(self, queue: str, no_ack: bool = False,
                       callback: Optional[Callable[["Message"], Any]] = None,
                       consumer_tag: Optional[str] = None, nowait: bool = False,
-                      arguments: Optional[dict] = None,
+                      arguments: Optional[Dict[str, Any]] = None,
                       on_cancel: Optional[Callable[[str], Any]] = None) -> str:
         raise NotImplementedError
 
@@ -176,11 +177,11 @@ class Transport:
     #: Port used when the URL names none (None: the transport has no port).
     default_port: Optional[int] = None
     #: Connection keywords filled in when the user gives none (e.g. userid).
-    default_connection_params: dict = {}
+    default_connection_params: Dict[str, Any] = {}
     #: Errors after which reconnecting may help (what ``ensure`` retries).
-    connection_errors: tuple = (OperationalError,)
+    connection_errors: Tuple[Type[BaseException], ...] = (OperationalError,)
     #: Errors the broker raises for one channel's operation.
-    channel_errors: tuple = (ChannelError,)
+    channel_errors: Tuple[Type[BaseException], ...] = (ChannelError,)
     #: "amqp" for native AMQP brokers, otherwise the store's name.
     driver_type: str = ""
     driver_name: str = ""

@@ -39,8 +39,8 @@ from kombu_green.exceptions import (
     PublishTimeout,
 )
 
-from ..conftest import error_chain
 from ..conformance import WAIT, drain_until, get_soon
+from ..conftest import error_chain
 from .amqp_support import AMQP_URL, AMQPS_URL, amqps_url, require_rabbitmq
 
 pytestmark = pytest.mark.amqp

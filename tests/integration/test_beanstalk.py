@@ -62,7 +62,7 @@ def test_fanout_puts_a_job_in_every_bound_tube(space: Space) -> None:
         assert [space.count(name, "ready") for name in names] == [1, 1, 1]
         for name in names:
             received = consume(conn, name)
-            drain_until(conn, lambda: received)
+            drain_until(conn, lambda received=received: received)
             assert received[0].payload == {"to": "all"}
             assert received[0].delivery_info["exchange"] == exchange.name
     assert [space.count(name, "ready") for name in names] == [0, 0, 0]

@@ -169,7 +169,7 @@ def test_jobs_of_many_idle_holders_all_come_back_after_their_ttr(space: Space) -
             declare(holder, name)
             publish(holder, name, [name])
             held = consume(holder, name, ack=False)
-            drain_until(holder, lambda: held)
+            drain_until(holder, lambda held=held: held)
         with space.connect() as other:
             again: List[Any] = []
             for name in names:

@@ -17,8 +17,8 @@ import pytest
 from kombu_green import Connection, Queue
 from kombu_green.exceptions import AccessRefused, ConfigurationError, OperationalError
 
-from ..conftest import error_chain
 from ..conformance import WAIT, drain_until
+from ..conftest import error_chain
 from ..unit.test_examples import EXAMPLES, EXPECTED
 from .broker_helpers import consume, declare, publish
 from .redis_keyspace import Keyspace

@@ -14,14 +14,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kombu_green import Connection, exceptions
+from kombu_green.transport.beanstalk.config import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TTR,
+    PRIORITY_BASE,
+    TUBE_CHARS,
+    WAKE_PRIORITY,
+    from_beanstalk_priority,
+    is_plain_tube,
+    parse_options,
+    queue_name,
+    to_beanstalk_priority,
+    tube_name,
+    wake_tube,
+)
 from kombu_green.transport.beanstalk.errors import translate
-from kombu_green.transport.beanstalk.protocol import (Reader, Reply, deleted, parse_stats, stats_request,
-                                                       stats_results)
-from kombu_green.transport.beanstalk.config import (DEFAULT_MAX_BATCH, DEFAULT_MAX_CONNECTIONS,
-                                                     DEFAULT_TTR, PRIORITY_BASE, TUBE_CHARS,
-                                                     WAKE_PRIORITY, from_beanstalk_priority,
-                                                     is_plain_tube, parse_options, queue_name,
-                                                     to_beanstalk_priority, tube_name, wake_tube)
+from kombu_green.transport.beanstalk.protocol import Reader, Reply, deleted, parse_stats, stats_request, stats_results
 from kombu_green.transport.beanstalk.reserving import decode, encode
 from kombu_green.transport.virtual.payload import make
 

@@ -99,7 +99,7 @@ def test_connect_is_lazy(memory_url):
     conn = Connection(memory_url)
     assert conn.connected is False
     # Creating a transport object does not connect either.
-    conn.transport
+    _ = conn.transport
     assert conn.connected is False
 
 
@@ -195,8 +195,9 @@ def test_drain_events_times_out_when_idle(conn):
     assert time.monotonic() - start < 1
 
 
-def test_drain_events_timeout_is_timeout_error(conn):
-    with pytest.raises(TimeoutError):
+def test_drain_events_timeout_is_socket_timeout(conn):
+    # socket.timeout, as in kombu (TimeoutError itself only from Python 3.10 on).
+    with pytest.raises(socket.timeout):
         conn.drain_events(timeout=0.05)
 
 

@@ -249,7 +249,7 @@ def test_corrupt_compressed_body_raises_on_decode(put, queue):
     with pytest.raises(DecodeError):
         message.decode()
     with pytest.raises(DecodeError):
-        message.payload
+        _ = message.payload
     assert message.acknowledged is False
     message.requeue()
     assert queue.get().redelivered is True

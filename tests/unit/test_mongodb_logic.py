@@ -12,11 +12,16 @@ from bson import Binary, ObjectId
 from pymongo import errors as mongo_errors
 
 from kombu_green import Connection
-from kombu_green.exceptions import (AccessRefused, ChannelError, ConfigurationError, NotFound,
-                                    OperationalError, PreconditionFailed)
+from kombu_green.exceptions import (
+    AccessRefused,
+    ChannelError,
+    ConfigurationError,
+    NotFound,
+    OperationalError,
+    PreconditionFailed,
+)
 from kombu_green.transport.mongodb.client import Names, describe, mongo_uri, split_uri, translate
-from kombu_green.transport.mongodb.documents import (NEXT, from_document, is_fanout_copy, lease_of,
-                                                      to_document, utc)
+from kombu_green.transport.mongodb.documents import NEXT, from_document, is_fanout_copy, lease_of, to_document, utc
 from kombu_green.transport.virtual import payload as payloads
 
 WHERE = "10.0.0.1:27017"

@@ -13,8 +13,7 @@ import gevent
 import pytest
 
 from kombu_green import Connection, Consumer, Producer, Queue, pools
-from kombu_green.exceptions import (ChannelLimitExceeded, ConnectionLimitExceeded, LimitExceeded,
-                                    OperationalError)
+from kombu_green.exceptions import ChannelLimitExceeded, ConnectionLimitExceeded, LimitExceeded, OperationalError
 
 GUARD = 10  # seconds: bounds a test that would otherwise hang
 
@@ -136,7 +135,7 @@ def test_an_error_in_the_with_block_replaces_the_connection(memory_url: str) -> 
     with pytest.raises(ZeroDivisionError):
         with pool.acquire() as conn:
             conn.connect()
-            1 / 0
+            _ = 1 / 0
     assert not conn.connected
     with pool.acquire() as fresh:
         assert fresh is not conn and not fresh.connected

@@ -13,10 +13,10 @@ from kombu_green import Connection
 from kombu_green.exceptions import AccessRefused, ConfigurationError, OperationalError
 from kombu_green.transport.redis.client import GreenConnection, GreenSSLConnection, translate
 from kombu_green.transport.redis.keys import Keys
-from kombu_green.transport.virtual.shared_state import binding_member
 from kombu_green.transport.redis.store import decode, encode
 from kombu_green.transport.tls import ssl_options
 from kombu_green.transport.virtual import payload as payloads
+from kombu_green.transport.virtual.shared_state import binding_member
 
 
 @pytest.mark.parametrize("priority, step", [(0, 0), (2, 0), (3, 3), (5, 3), (6, 6), (9, 9), (12, 9), (-1, 0)])
@@ -70,7 +70,8 @@ def test_the_servers_redelivered_mark_wins() -> None:
 
 
 def test_binding_members_are_stable_whatever_the_argument_order() -> None:
-    assert binding_member("q", "ex", "q1", "rk", {"b": 2, "a": 1}) == binding_member("q", "ex", "q1", "rk", {"a": 1, "b": 2})
+    assert binding_member("q", "ex", "q1", "rk", {"b": 2, "a": 1}) == binding_member(
+        "q", "ex", "q1", "rk", {"a": 1, "b": 2})
     assert binding_member("q", "ex", "q1", "rk", None) == binding_member("q", "ex", "q1", "rk", {})
 
 
@@ -88,7 +89,8 @@ def test_bad_expiration_is_refused(bad: str) -> None:
         payloads.stamp_expiry(payloads.make(b"", None, None, None, {"expiration": bad}))
 
 
-@pytest.mark.parametrize("url, db", [("redis://h", 0), ("redis://h/", 0), ("redis://h/3", 3), ("redis://h:7000/15", 15)])
+@pytest.mark.parametrize("url, db", [("redis://h", 0), ("redis://h/", 0), ("redis://h/3", 3),
+                                     ("redis://h:7000/15", 15)])
 def test_database_number_comes_from_the_path(url: str, db: int) -> None:
     assert Connection(url).transport._db() == db
 

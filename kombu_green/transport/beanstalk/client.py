@@ -21,21 +21,25 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import greenstalk
 
 from ... import green
-from .protocol import (WITH_DATA, Reader, Reply, delete_request, deleted, stats_of, stats_request,
-                       stats_results)
+from .protocol import WITH_DATA, Reader, Reply, delete_request, deleted, stats_of, stats_request, stats_results
 
 __all__ = ["GreenClient", "connect"]
 
 #: A client that answered this recently is used without checking it first.
 TRUSTED_FOR = 1.0
 
+if TYPE_CHECKING:
+    _BytesClient = greenstalk.Client[bytes]
+else:  # greenstalk 2.0's Client is not generic: subscripted for the checker only
+    _BytesClient = greenstalk.Client
 
-class GreenClient(greenstalk.Client):
+
+class GreenClient(_BytesClient):
     """A greenstalk client on a gevent socket, with bytes bodies and pipelining.
 
     The inherited greenstalk methods work too, but only the methods defined
@@ -179,7 +183,7 @@ class GreenClient(greenstalk.Client):
             (reply,) = self._settle_tubes(replies, using=tube)
             return int(reply.expect(b"INSERTED").values[0])
 
-    def reserve_blocking(self, tubes: Iterable[str]) -> Optional[greenstalk.Job]:
+    def reserve_blocking(self, tubes: Iterable[str]) -> Optional[greenstalk.Job[bytes]]:
         """Watch exactly ``tubes`` and wait for a job, however long it takes.
 
         Returns None for DEADLINE_SOON (a job this connection holds is about
@@ -194,7 +198,7 @@ class GreenClient(greenstalk.Client):
             return greenstalk.Job(int(reply.values[0]), reply.data or b"")
 
     def reserve_now(self, tubes: Optional[Iterable[str]], count: int,
-                    before: bytes = b"", before_replies: int = 0) -> Tuple[List[Reply], List[greenstalk.Job]]:
+                    before: bytes = b"", before_replies: int = 0) -> Tuple[List[Reply], List[greenstalk.Job[bytes]]]:
         """Up to ``count`` ready jobs at once, in one round trip, never waiting.
 
         ``tubes`` (None: keep the watch list) is watched exactly first;

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Type
 
 import greenstalk
 
@@ -14,7 +14,7 @@ __all__ = ["CONNECTION_ERRORS", "DRIVER_ERRORS", "translate", "translated"]
 #: What a transport method may see go wrong below it.
 DRIVER_ERRORS: Tuple[type, ...] = (greenstalk.Error, OSError)
 #: What ``ensure`` should retry: losing the server, in any form.
-CONNECTION_ERRORS: tuple = (errors.OperationalError, OSError, socket.timeout)
+CONNECTION_ERRORS: Tuple[Type[BaseException], ...] = (errors.OperationalError, OSError, socket.timeout)
 _RESPONSE_NAMES: Dict[type, str] = {cls: status.decode() for status, cls in greenstalk.ERROR_RESPONSES.items()}
 
 

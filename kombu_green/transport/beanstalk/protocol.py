@@ -47,7 +47,7 @@ class Reader:
         self._chunk = memoryview(bytearray(READ_SIZE))
 
     def _fill(self) -> bool:
-        size = self._sock.recv_into(self._chunk)
+        size: int = self._sock.recv_into(self._chunk)
         self._buffer += self._chunk[:size]
         return size > 0
 

@@ -30,10 +30,10 @@ import greenstalk
 from ... import green
 from ..virtual.payload import Payload, dumps, loads, make
 from .client import GreenClient
-from .errors import translate
-from .protocol import delete_request, deleted
 from .config import PRIORITY_BASE, from_beanstalk_priority
+from .errors import translate
 from .pool import Health, Reserver
+from .protocol import delete_request, deleted
 
 __all__ = ["Reservations", "counted", "decode", "encode", "log"]
 
@@ -193,7 +193,7 @@ class Reservations:
         self.reservers.append(reserver)
         return reserver
 
-    def record(self, reserver: Reserver, jobs: List[greenstalk.Job],
+    def record(self, reserver: Reserver, jobs: List[greenstalk.Job[bytes]],
                stats: List[Optional[Dict[str, Any]]]) -> bool:
         """Note the jobs ``reserver`` reserved as held and queue them for delivery;
         delete wake-up jobs. True if there was one."""

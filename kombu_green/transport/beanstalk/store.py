@@ -32,8 +32,8 @@ from ...exceptions import ChannelError
 from ..virtual import BrokerState, Empty, Storage
 from ..virtual.payload import Payload
 from .client import GreenClient
-from .errors import translated
 from .config import PRIORITY_BASE, Options, to_beanstalk_priority, tube_name, wake_tube
+from .errors import translated
 from .pool import CommandPool, Health
 from .reserving import Reservations, decode, encode
 from .waiting import Waiter

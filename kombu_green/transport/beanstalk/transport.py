@@ -67,8 +67,8 @@ from ...exceptions import ConfigurationError
 from .. import base
 from ..virtual import Transport as VirtualTransport
 from .client import GreenClient, connect
-from .errors import CONNECTION_ERRORS
 from .config import Options, parse_options
+from .errors import CONNECTION_ERRORS
 from .store import BeanstalkStore
 
 __all__ = ["Transport"]

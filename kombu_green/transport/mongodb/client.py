@@ -88,7 +88,8 @@ def translate(exc: BaseException, where: str) -> BaseException:
         return exc
     if isinstance(exc, mongo_errors.OperationFailure) and exc.code in _AUTH_CODES:
         return errors.AccessRefused(
-            f"MongoDB at {where} refused the credentials or the operation: {exc.details and exc.details.get('errmsg') or exc}. "
+            f"MongoDB at {where} refused the credentials or the operation: "
+            f"{exc.details and exc.details.get('errmsg') or exc}. "
             "Check the user, password and authSource in the URL, and the user's roles")
     if isinstance(exc, (mongo_errors.ConfigurationError, mongo_errors.InvalidURI)):
         return errors.ConfigurationError(f"MongoDB configuration refused for {where}: {exc}")
@@ -113,7 +114,7 @@ def translate(exc: BaseException, where: str) -> BaseException:
 translated = error_boundary(translate, DRIVER_ERRORS)
 
 
-def new_client(uri: str, connect_timeout: float, options: Dict[str, Any]) -> pymongo.MongoClient:
+def new_client(uri: str, connect_timeout: float, options: Dict[str, Any]) -> pymongo.MongoClient[Dict[str, Any]]:
     """A MongoClient that fails within ``connect_timeout`` when no server answers."""
     milliseconds = max(1, int(connect_timeout * 1000))
     defaults: Dict[str, Any] = {"serverSelectionTimeoutMS": milliseconds, "connectTimeoutMS": milliseconds,

@@ -49,7 +49,7 @@ AWAIT_MS = 1000
 class Broadcast:
     """The broadcast collection of one store: publishing and tailing."""
 
-    def __init__(self, collection: Collection, store: "MongoStore", offload: green.Offload) -> None:
+    def __init__(self, collection: Collection[Dict[str, Any]], store: "MongoStore", offload: green.Offload) -> None:
         self.collection = collection
         self.store = store
         self.offload = offload
@@ -60,7 +60,7 @@ class Broadcast:
         self.failure: Optional[BaseException] = None
 
     @staticmethod
-    def create(db: Database, name: str, size: int) -> None:
+    def create(db: Database[Dict[str, Any]], name: str, size: int) -> None:
         """Create the capped collection once, with a first document: a tailable
         cursor on an empty capped collection is dead at once."""
         if db.list_collection_names(filter={"name": name}):
@@ -137,7 +137,7 @@ class Broadcast:
             self.store.arrived(sorted(queues))
 
 
-def _next(cursor: pymongo.cursor.Cursor) -> List[Dict[str, Any]]:
+def _next(cursor: pymongo.cursor.Cursor[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The next document of a tailable cursor, waiting up to AWAIT_MS (off the hub)."""
     try:
         return [cursor.next()]
@@ -145,7 +145,7 @@ def _next(cursor: pymongo.cursor.Cursor) -> List[Dict[str, Any]]:
         return []
 
 
-def _insert_new(collection: Collection, documents: List[Dict[str, Any]]) -> int:
+def _insert_new(collection: Collection[Dict[str, Any]], documents: List[Dict[str, Any]]) -> int:
     """Insert each copy unless another consumer already stored it; count the new ones."""
     stored = 0
     for document in documents:

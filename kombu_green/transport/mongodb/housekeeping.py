@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Dict, Optional, Set
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from ... import green
 from .documents import utc
@@ -52,7 +52,7 @@ class Housekeeping:
         cutoff = utc(time.time() - self.visibility_timeout)
         messages = self.store.messages
 
-        def restore() -> "tuple[int, list]":
+        def restore() -> Tuple[int, List[str]]:
             queues = messages.distinct("q", {"lt": {"$lt": cutoff}})
             result = messages.update_many({"lt": {"$lt": cutoff}},
                                           {"$set": {"lease": None, "r": True}, "$unset": {"lt": ""}})

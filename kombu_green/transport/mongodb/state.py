@@ -26,8 +26,8 @@ _VERSION_ID = "version"
 class MongoState(SharedState):
     """:class:`SharedState` whose tables are MongoDB collections."""
 
-    def __init__(self, exchanges: Collection, bindings: Collection, meta: Collection,
-                 where: str, offload: green.Offload) -> None:
+    def __init__(self, exchanges: Collection[Dict[str, Any]], bindings: Collection[Dict[str, Any]],
+                 meta: Collection[Dict[str, Any]], where: str, offload: green.Offload) -> None:
         super().__init__()
         self.where = where
         self._exchanges = exchanges

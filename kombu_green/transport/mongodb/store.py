@@ -66,7 +66,7 @@ class MongoStore(Storage):
 
     polling_interval_min = 0.01
 
-    def __init__(self, db: Database, names: Names, where: str, offload: green.Offload,
+    def __init__(self, db: Database[Dict[str, Any]], names: Names, where: str, offload: green.Offload,
                  polling_interval: float, visibility_timeout: float,
                  restore_interval: Optional[float], ttl: bool, broadcast_size: int) -> None:
         self.where = where
@@ -84,7 +84,7 @@ class MongoStore(Storage):
         self._acks: List[Tuple[ObjectId, Optional[ObjectId], bool]] = []
         #: Lease calls whose result goes to _ahead: batches leased ahead, and
         #: leases whose waiter was interrupted.
-        self._pending: List[green.Pending] = []
+        self._pending: List[green.Pending[List[Tuple[str, Payload]]]] = []
         self._acking: Optional[green.Greenlet] = None
         self._closed = False
         self._prepare(db, broadcast_size)
@@ -92,7 +92,7 @@ class MongoStore(Storage):
         self.housekeeping = Housekeeping(self, visibility_timeout, restore_interval)
 
     @translated
-    def _prepare(self, db: Database, broadcast_size: int) -> None:
+    def _prepare(self, db: Database[Dict[str, Any]], broadcast_size: int) -> None:
         """Indexes (idempotent) and the capped broadcast collection."""
         def prepare() -> None:
             self.messages.create_index([("q", 1), ("lease", 1), ("p", -1), ("_id", 1)])

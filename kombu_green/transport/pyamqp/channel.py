@@ -53,7 +53,7 @@ def _settle_frame(channel_id: int, method: int, delivery_tag: int, flag: bool) -
 _TAG_PREFIX = f"kombu_green.{uuid.uuid4().hex[:8]}."
 
 
-class Channel(amqp.Channel, base.Channel):
+class Channel(amqp.Channel, base.Channel):  # type: ignore[misc]  # py-amqp is untyped: Any
     """An AMQP channel of a :class:`~.connection.GreenConnection`."""
 
     #: A plain attribute (py-amqp assigns it), shadowing the interface's property.
@@ -205,7 +205,8 @@ class Channel(amqp.Channel, base.Channel):
 
     def prepare_message(self, body: bytes, priority: Optional[int] = None,
                         content_type: Optional[str] = None, content_encoding: Optional[str] = None,
-                        headers: Optional[dict] = None, properties: Optional[dict] = None) -> amqp.Message:
+                        headers: Optional[Dict[str, Any]] = None,
+                        properties: Optional[Dict[str, Any]] = None) -> amqp.Message:
         properties = dict(properties or {})
         if priority is not None:
             properties["priority"] = priority
@@ -255,7 +256,7 @@ class Channel(amqp.Channel, base.Channel):
     def basic_consume(self, queue: str, no_ack: bool = False,
                       callback: Optional[Callable[[Message], Any]] = None,
                       consumer_tag: Optional[str] = None, nowait: bool = False,
-                      arguments: Optional[dict] = None,
+                      arguments: Optional[Dict[str, Any]] = None,
                       on_cancel: Optional[Callable[[str], Any]] = None, **kwargs: Any) -> str:
         """Start a consumer; the callback is registered before the broker can deliver.
 
@@ -325,7 +326,7 @@ class Channel(amqp.Channel, base.Channel):
 
     def exchange_declare(self, exchange: str = "", type: str = "direct", passive: bool = False,
                          durable: bool = False, auto_delete: bool = True,
-                         arguments: Optional[dict] = None, nowait: bool = False) -> None:
+                         arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> None:
         if not exchange:
             return  # the default exchange always exists and cannot be declared
         amqp.Channel.exchange_declare(self, exchange, type, passive=passive, durable=durable,
@@ -333,7 +334,7 @@ class Channel(amqp.Channel, base.Channel):
 
     def queue_declare(self, queue: str = "", passive: bool = False, durable: bool = False,
                       exclusive: bool = False, auto_delete: bool = True,
-                      arguments: Optional[dict] = None, nowait: bool = False) -> Any:
+                      arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> Any:
         """py-amqp sends, then waits in a second step; here it is one locked call."""
         reply = self.send_method(
             spec.Queue.Declare, "BsbbbbbF",

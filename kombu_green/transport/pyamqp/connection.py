@@ -24,7 +24,7 @@ from __future__ import annotations
 import socket
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Tuple
 
 import amqp
 from amqp import exceptions as amqp_errors
@@ -47,7 +47,7 @@ CLOSE_TIMEOUT = 5.0
 Delivery = Tuple[Channel, int, Any, Any]
 
 
-class GreenConnection(amqp.Connection):
+class GreenConnection(amqp.Connection):  # type: ignore[misc]  # py-amqp is untyped: Any
     """py-amqp's connection, made safe to share between greenlets."""
 
     Channel = Channel
@@ -82,7 +82,7 @@ class GreenConnection(amqp.Connection):
 
     def Transport(self, host: str, connect_timeout: Optional[float], ssl: Any = False,
                   read_timeout: Optional[float] = None, write_timeout: Optional[float] = None,
-                  socket_settings: Optional[dict] = None, **kwargs: Any) -> Any:
+                  socket_settings: Optional[Dict[int, Any]] = None, **kwargs: Any) -> Any:
         # ``{}`` (TLS with default options) is falsy: test for "no TLS" explicitly.
         cls = GreenTCPTransport if ssl is None or ssl is False else GreenSSLTransport
         return cls(host, connect_timeout=connect_timeout, ssl=ssl, socket_settings=socket_settings)

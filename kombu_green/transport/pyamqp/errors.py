@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Dict, Type
+from typing import Dict, Tuple, Type
 
 from amqp import exceptions as amqp_errors
 
@@ -28,12 +28,12 @@ _BY_CODE: Dict[int, Type[errors.KombuError]] = {
 }
 
 #: What ``ensure`` should retry: losing the connection, in any form.
-CONNECTION_ERRORS: tuple = (
+CONNECTION_ERRORS: Tuple[Type[BaseException], ...] = (
     errors.OperationalError, amqp_errors.ConnectionError, amqp_errors.RecoverableConnectionError,
     OSError, socket.timeout, ssl.SSLError,
 )
 #: What a single channel operation can fail with.
-CHANNEL_ERRORS: tuple = (errors.ChannelError, amqp_errors.ChannelError)
+CHANNEL_ERRORS: Tuple[Type[BaseException], ...] = (errors.ChannelError, amqp_errors.ChannelError)
 
 
 def translate(exc: BaseException, where: str) -> BaseException:

@@ -103,12 +103,13 @@ class Transport(base.Transport):
     def create_channel(self, connection: GreenConnection) -> Channel:
         connection.raise_failure()
         try:
-            return connection.channel()
+            channel: Channel = connection.channel()
         except Exception as exc:
             error = translate(exc, connection.where)
             if error is exc:
                 raise
             raise error from exc
+        return channel
 
     # -- waiting ----------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class _GreenSocketMixin:
         return frame_type, channel, data[:-1]
 
 
-class GreenTCPTransport(_GreenSocketMixin, amqp_transport.TCPTransport):
+class GreenTCPTransport(_GreenSocketMixin, amqp_transport.TCPTransport):  # type: ignore[misc]  # py-amqp is untyped: Any
     """Plain TCP through the gevent hub."""
 
     def _setup_transport(self) -> None:
@@ -101,7 +101,7 @@ class GreenTCPTransport(_GreenSocketMixin, amqp_transport.TCPTransport):
         self._reset_buffer()
 
 
-class GreenSSLTransport(_GreenSocketMixin, amqp_transport.SSLTransport):
+class GreenSSLTransport(_GreenSocketMixin, amqp_transport.SSLTransport):  # type: ignore[misc]  # py-amqp is untyped: Any
     """TLS through the gevent hub (gevent's ssl module, never the stdlib's)."""
 
     def _setup_transport(self) -> None:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import redis
 from redis import exceptions as redis_errors
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ... import green
 from ... import exceptions as errors
+from ... import green
 from ..base import error_boundary
 from ..tls import ssl_context
 
@@ -30,6 +30,11 @@ __all__ = ["CONNECTION_ERRORS", "GreenConnection", "GreenPool", "GreenSSLConnect
 
 class GreenConnection(redis.Connection):
     """A redis-py connection whose socket is a gevent socket."""
+
+    if TYPE_CHECKING:  # what this module calls of redis-py's, which leaves these unannotated
+        def __init__(self, **kwargs: Any) -> None: ...
+        def send_command(self, *args: Any, **kwargs: Any) -> None: ...
+        def disconnect(self, *args: Any, **kwargs: Any) -> None: ...
 
     def _connect(self) -> Any:
         error: Optional[OSError] = None
@@ -137,7 +142,7 @@ def discover_master(sentinels: Sequence[Tuple[str, int]], master_name: str,
 # -- errors -------------------------------------------------------------------
 
 #: What ``ensure`` should retry: losing the server, in any form.
-CONNECTION_ERRORS: tuple = (
+CONNECTION_ERRORS: Tuple[Type[BaseException], ...] = (
     errors.OperationalError, redis_errors.ConnectionError, redis_errors.TimeoutError,
     OSError, socket.timeout, ssl.SSLError,
 )

@@ -36,8 +36,15 @@ from ...exceptions import ConfigurationError
 from .. import base
 from ..tls import ssl_options
 from ..virtual import Transport as VirtualTransport
-from .client import (CONNECTION_ERRORS, GreenConnection, GreenPool, GreenSSLConnection,
-                     discover_master, no_retries, translate)
+from .client import (
+    CONNECTION_ERRORS,
+    GreenConnection,
+    GreenPool,
+    GreenSSLConnection,
+    discover_master,
+    no_retries,
+    translate,
+)
 from .keys import DEFAULT_PRIORITY_STEPS, Keys
 from .leases import DEFAULT_MUTEX_EXPIRE, DEFAULT_VISIBILITY_TIMEOUT, Leases
 from .store import RedisStore

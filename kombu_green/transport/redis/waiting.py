@@ -66,8 +66,10 @@ class BlockingPop(Generic[T]):
         earlier = self._job
         if earlier is not None:  # abandoned, being ended: take its result over
             earlier.join()
-            if self._claim(earlier) and _popped(earlier) is not None:
-                return _popped(earlier)
+            if self._claim(earlier):
+                taken: Optional[T] = _popped(earlier)
+                if taken is not None:
+                    return taken
         job = self._job = green.spawn(self._run, keys, timeout)
         job.rawlink(lambda _: self._finished.ring())
         try:
@@ -80,7 +82,7 @@ class BlockingPop(Generic[T]):
             raise
         if not self._claim(job):
             return None
-        outcome = job.get()
+        outcome: "Optional[T] | _Failed" = job.get()
         if isinstance(outcome, _Failed):
             raise outcome.error
         return outcome
@@ -158,7 +160,8 @@ class BlockingPop(Generic[T]):
             return None
         self.cut_short(job)
         if self._claim(job):
-            return _popped(job)
+            popped: Optional[T] = _popped(job)
+            return popped
         return None
 
     def close(self) -> None:

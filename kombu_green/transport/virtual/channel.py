@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Set
 
 from ...exceptions import ChannelError, ConnectionClosed, NotFound, PreconditionFailed
 from ...message import Message
@@ -44,8 +44,8 @@ class Channel(base.Channel):
         self.store: Storage = transport.store
         self.channel_id = next(_channel_ids)
         self.qos = QoS(self.store)
-        self.no_ack_consumers: set = set()
-        self.events: Dict[str, set] = {"basic_return": set()}
+        self.no_ack_consumers: Set[str] = set()
+        self.events: Dict[str, Set[Callable[..., Any]]] = {"basic_return": set()}
         self._consumers: Dict[str, _Consumer] = {}
         self._tags_by_queue: Dict[str, List[str]] = {}
         self._delivery_tags = itertools.count(1)
@@ -75,7 +75,7 @@ class Channel(base.Channel):
 
     def exchange_declare(self, exchange: str = "", type: str = "direct", passive: bool = False,
                          durable: bool = False, auto_delete: bool = True,
-                         arguments: Optional[dict] = None, nowait: bool = False) -> None:
+                         arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> None:
         self._ensure_open()
         if exchange:
             self.state.declare_exchange(exchange, type, durable, auto_delete, arguments, passive)
@@ -85,12 +85,12 @@ class Channel(base.Channel):
         self.state.delete_exchange(exchange, if_unused)
 
     def exchange_bind(self, destination: str, source: str = "", routing_key: str = "",
-                      nowait: bool = False, arguments: Optional[dict] = None) -> None:
+                      nowait: bool = False, arguments: Optional[Dict[str, Any]] = None) -> None:
         self._ensure_open()
         self.state.bind_exchange(destination, source, routing_key, arguments)
 
     def exchange_unbind(self, destination: str, source: str = "", routing_key: str = "",
-                        nowait: bool = False, arguments: Optional[dict] = None) -> None:
+                        nowait: bool = False, arguments: Optional[Dict[str, Any]] = None) -> None:
         self._ensure_open()
         self.state.unbind_exchange(destination, source, routing_key)
 
@@ -98,7 +98,7 @@ class Channel(base.Channel):
 
     def queue_declare(self, queue: str = "", passive: bool = False, durable: bool = False,
                       exclusive: bool = False, auto_delete: bool = True,
-                      arguments: Optional[dict] = None, nowait: bool = False) -> base.QueueDeclareOk:
+                      arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> base.QueueDeclareOk:
         self._ensure_open()
         if passive:
             self._ensure_queue(queue)
@@ -110,13 +110,13 @@ class Channel(base.Channel):
         return base.QueueDeclareOk(queue, self.store.size(queue), self.transport.consumer_count(queue))
 
     def queue_bind(self, queue: str, exchange: str = "", routing_key: str = "",
-                   arguments: Optional[dict] = None, nowait: bool = False) -> None:
+                   arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> None:
         self._ensure_open()
         self._ensure_queue(queue)
         self.state.bind(queue, exchange, routing_key, arguments)
 
     def queue_unbind(self, queue: str, exchange: str = "", routing_key: str = "",
-                     arguments: Optional[dict] = None, nowait: bool = False) -> None:
+                     arguments: Optional[Dict[str, Any]] = None, nowait: bool = False) -> None:
         self._ensure_open()
         self.state.unbind(queue, exchange, routing_key, arguments)
 
@@ -145,7 +145,8 @@ class Channel(base.Channel):
 
     def prepare_message(self, body: bytes, priority: Optional[int] = None,
                         content_type: Optional[str] = None, content_encoding: Optional[str] = None,
-                        headers: Optional[dict] = None, properties: Optional[dict] = None) -> payloads.Payload:
+                        headers: Optional[Dict[str, Any]] = None,
+                        properties: Optional[Dict[str, Any]] = None) -> payloads.Payload:
         properties = dict(properties or {})
         properties.setdefault("delivery_mode", 2)
         properties["priority"] = priority if priority is not None else properties.get("priority", 0)
@@ -183,7 +184,7 @@ class Channel(base.Channel):
     def basic_consume(self, queue: str, no_ack: bool = False,
                       callback: Optional[Callable[[Message], Any]] = None,
                       consumer_tag: Optional[str] = None, nowait: bool = False,
-                      arguments: Optional[dict] = None,
+                      arguments: Optional[Dict[str, Any]] = None,
                       on_cancel: Optional[Callable[[str], Any]] = None) -> str:
         self._ensure_open()
         self._ensure_queue(queue)

@@ -42,7 +42,7 @@ class Binding(NamedTuple):
     arguments: Mapping[str, Any] | None = None
 
 
-def direct_match(binding: Binding, routing_key: str, headers: Mapping | None) -> bool:
+def direct_match(binding: Binding, routing_key: str, headers: Mapping[str, Any] | None) -> bool:
     """Direct exchanges compare keys byte for byte; headers play no part."""
     return binding.routing_key == routing_key
 
@@ -111,7 +111,7 @@ _MATCH_MODES = {
 }
 
 
-def headers_match(arguments: Mapping | None, headers: Mapping | None) -> bool:
+def headers_match(arguments: Mapping[str, Any] | None, headers: Mapping[str, Any] | None) -> bool:
     """Match a headers-exchange binding's arguments against message headers.
 
     ``x-match`` selects the mode; an absent or unrecognised value means
@@ -142,7 +142,7 @@ def headers_match(arguments: Mapping | None, headers: Mapping | None) -> bool:
 
 
 def _binding_matches(
-    exchange_type: str, binding: Binding, routing_key: str, headers: Mapping | None
+    exchange_type: str, binding: Binding, routing_key: str, headers: Mapping[str, Any] | None
 ) -> bool:
     if exchange_type == "direct":
         return direct_match(binding, routing_key, headers)
@@ -157,7 +157,7 @@ def route(
     exchange_type: str,
     bindings: Iterable[Binding],
     routing_key: str,
-    headers: Mapping | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Return the queues a message should be delivered to.
 

@@ -26,7 +26,7 @@ MAX_PRIORITY = 9
 
 
 def make(body: bytes, content_type: Optional[str], content_encoding: Optional[str],
-         headers: Optional[dict], properties: Optional[dict]) -> Payload:
+         headers: Optional[Dict[str, Any]], properties: Optional[Dict[str, Any]]) -> Payload:
     return {
         "body": body,
         "content-type": content_type,
@@ -83,6 +83,6 @@ def dumps(payload: Payload) -> bytes:
 
 
 def loads(raw: bytes) -> Payload:
-    data = json.loads(raw)
+    data: Payload = json.loads(raw)
     data["body"] = base64.b64decode(data["body"])
     return data

@@ -23,7 +23,7 @@ __all__ = ["SharedState", "binding_member"]
 
 
 def binding_member(kind: str, source: str, destination: str, routing_key: str,
-                   arguments: Optional[Mapping]) -> str:
+                   arguments: Optional[Mapping[str, Any]]) -> str:
     """One binding as a canonical string (a set member, a document id).
 
     ``kind`` is ``"q"`` for exchange -> queue, ``"e"`` for exchange -> exchange.
@@ -100,7 +100,7 @@ class SharedState(BrokerState):
         return super().exchange(name)
 
     def declare_exchange(self, name: str, type: str = "direct", durable: bool = True,
-                         auto_delete: bool = False, arguments: Optional[Mapping] = None,
+                         auto_delete: bool = False, arguments: Optional[Mapping[str, Any]] = None,
                          passive: bool = False) -> None:
         self.sync()
         if passive or name in self.exchanges:
@@ -137,13 +137,13 @@ class SharedState(BrokerState):
             self._changed()
 
     def bind(self, queue: str, exchange: str, routing_key: str = "",
-             arguments: Optional[Mapping] = None) -> None:
+             arguments: Optional[Mapping[str, Any]] = None) -> None:
         self.exchange(exchange)
         self._add_binding(binding_member("q", exchange, queue, routing_key, arguments))
         self._changed()
 
     def unbind(self, queue: str, exchange: str, routing_key: str = "",
-               arguments: Optional[Mapping] = None) -> None:
+               arguments: Optional[Mapping[str, Any]] = None) -> None:
         self.sync()
         self._remove([binding_member("q", exchange, b.queue, b.routing_key, b.arguments)
                       for b in self.bindings.get(exchange, ())
@@ -156,7 +156,7 @@ class SharedState(BrokerState):
                       for exchange, rows in self.bindings.items() for b in rows if b.queue == queue])
 
     def bind_exchange(self, destination: str, source: str, routing_key: str = "",
-                      arguments: Optional[Mapping] = None) -> None:
+                      arguments: Optional[Mapping[str, Any]] = None) -> None:
         self.exchange(source)
         self.exchange(destination)
         self._add_binding(binding_member("e", source, destination, routing_key, arguments))

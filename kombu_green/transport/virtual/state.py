@@ -48,7 +48,7 @@ class BrokerState:
     # -- exchanges ---------------------------------------------------------
 
     def declare_exchange(self, name: str, type: str = "direct", durable: bool = True,
-                         auto_delete: bool = False, arguments: Optional[Mapping] = None,
+                         auto_delete: bool = False, arguments: Optional[Mapping[str, Any]] = None,
                          passive: bool = False) -> None:
         existing = self.exchanges.get(name)
         if passive:
@@ -86,7 +86,7 @@ class BrokerState:
     # -- bindings ----------------------------------------------------------
 
     def bind(self, queue: str, exchange: str, routing_key: str = "",
-             arguments: Optional[Mapping] = None) -> None:
+             arguments: Optional[Mapping[str, Any]] = None) -> None:
         self.exchange(exchange)
         row = Binding(queue, routing_key, dict(arguments) if arguments else None)
         rows = self.bindings.setdefault(exchange, [])
@@ -94,7 +94,7 @@ class BrokerState:
             rows.append(row)
 
     def unbind(self, queue: str, exchange: str, routing_key: str = "",
-               arguments: Optional[Mapping] = None) -> None:
+               arguments: Optional[Mapping[str, Any]] = None) -> None:
         rows = self.bindings.get(exchange, [])
         self.bindings[exchange] = [
             b for b in rows if not (b.queue == queue and b.routing_key == routing_key
@@ -107,7 +107,7 @@ class BrokerState:
             self.bindings[exchange] = [b for b in rows if b.queue != queue]
 
     def bind_exchange(self, destination: str, source: str, routing_key: str = "",
-                      arguments: Optional[Mapping] = None) -> None:
+                      arguments: Optional[Mapping[str, Any]] = None) -> None:
         self.exchange(source)
         self.exchange(destination)
         row = Binding(destination, routing_key, dict(arguments) if arguments else None)
@@ -125,7 +125,7 @@ class BrokerState:
 
     # -- routing -----------------------------------------------------------
 
-    def route(self, exchange: str, routing_key: str, headers: Optional[Mapping] = None) -> List[str]:
+    def route(self, exchange: str, routing_key: str, headers: Optional[Mapping[str, Any]] = None) -> List[str]:
         """Queues a message published to ``exchange`` goes to (each once).
 
         Follows exchange-to-exchange bindings; a cycle is visited once.
