@@ -14,10 +14,11 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Ty
 from . import green
 from .ensure import Resilient, failover_options
 from .exceptions import InvalidURL, UnknownTransport
+from .options import check_one, number, optional, whole
 from .retry import failover_cycle
 from .transport import resolve_transport
 from .transport.base import Channel, Transport
-from .url import CONNECTION_OPTIONS, WHOLE_URL_SCHEMES, as_url, parse_url
+from .url import CONNECTION_OPTIONS, WHOLE_URL_SCHEMES, as_url, mask_url, parse_url
 
 __all__ = ["BrokerConnection", "Connection"]
 
@@ -25,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 
 DEFAULT_TRANSPORT = "amqp"
+
+#: The Connection's own numeric settings, checked as every option is.
+_CHECKS = {
+    "port": optional(whole(1, 65535)),
+    "heartbeat": optional(number(at_least=0)),
+    "connect_timeout": optional(number()),  # None: wait as long as the OS does, as in kombu
+}
 
 
 class Connection(Resilient):
@@ -43,7 +51,7 @@ class Connection(Resilient):
     virtual_host: str = "/"
     ssl: Any = False
     heartbeat: float = 0
-    connect_timeout: float = 5
+    connect_timeout: Optional[float] = 5
     login_method: Optional[str] = None
     insist: bool = False
     failover_strategy: str = "round-robin"
@@ -52,7 +60,7 @@ class Connection(Resilient):
                  password: Optional[str] = None, virtual_host: Optional[str] = None,
                  port: Optional[int] = None, insist: bool = False, ssl: Any = False,
                  transport: Union[str, Type[Transport], None] = None,
-                 connect_timeout: float = 5, transport_options: Optional[Dict[str, Any]] = None,
+                 connect_timeout: Optional[float] = 5, transport_options: Optional[Dict[str, Any]] = None,
                  login_method: Optional[str] = None, uri_prefix: Optional[str] = None,
                  heartbeat: float = 0, failover_strategy: str = "round-robin",
                  alternates: Optional[Iterable[str]] = None, **kwargs: Any) -> None:
@@ -70,7 +78,8 @@ class Connection(Resilient):
         self._uri_prefix = uri_prefix
         self.extra_options: Dict[str, Any] = kwargs
         self._configure(url)
-        self.cycle = failover_cycle(self.failover_strategy, self.alt) if len(self.alt) > 1 else None
+        cycle = failover_cycle(self.failover_strategy, self.alt)  # an unknown strategy fails here
+        self.cycle = cycle if len(self.alt) > 1 else None
         self.declared_entities: Set[Any] = set()
         self._transport: Optional[Transport] = None
         self._connection: Any = None
@@ -137,15 +146,14 @@ class Connection(Resilient):
             raise UnknownTransport(
                 f"{exc} No transport was given, so kombu's default {DEFAULT_TRANSPORT!r} was "
                 "used; pass a URL such as 'memory://' or transport='memory'.") from None
-        where = f"{self.scheme}://{self.hostname or ''}"
-        try:
-            self._port = int(params["port"]) if params["port"] else None
-            self.heartbeat = float(params["heartbeat"] or 0)
-            self.connect_timeout = float(params["connect_timeout"])
-        except (TypeError, ValueError) as exc:
-            raise InvalidURL(f"Invalid connection parameter for {where}: {exc}") from None
-        if self._port is not None and not 0 < self._port < 65536:
-            raise InvalidURL(f"Port {self._port} out of range (1-65535) for {where}")
+        hostname = self.hostname or ""
+        where = mask_url(hostname) if "://" in hostname else f"{self.scheme}://{hostname}"
+
+        def checked(name: str) -> Any:
+            return check_one("Connection option", name, params[name], _CHECKS[name], where, InvalidURL)
+        self._port: Optional[int] = checked("port")
+        self.heartbeat = checked("heartbeat") or 0
+        self.connect_timeout = checked("connect_timeout")
         defaults = self.transport_class.default_connection_params
         self.userid = self.userid or defaults.get("userid")
         self.password = self.password or defaults.get("password")

@@ -15,6 +15,7 @@ import functools
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
+from .options import check_one, number, whole
 from .retry import Errback, retry_over_time
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,8 +26,9 @@ __all__ = ["Resilient", "failover_options"]
 T = TypeVar("T")
 
 #: transport_options keys that set how the default channel connects.
-_POLICY_KEYS = {"max_retries": int, "interval_start": float, "interval_step": float,
-                "interval_max": float, "connect_retries_timeout": float}
+_POLICY_KEYS = {"max_retries": whole(0), "interval_start": number(at_least=0),
+                "interval_step": number(at_least=0), "interval_max": number(at_least=0),
+                "connect_retries_timeout": number()}
 
 
 class Resilient:
@@ -156,9 +158,9 @@ def failover_options(transport_options: Dict[str, Any], urls: int) -> Dict[str, 
     raises, so a wrong URL fails fast instead of retrying for ever.
     """
     policy: Dict[str, Any] = {"max_retries": max(0, urls - 1), "interval_start": 0}
-    for key, kind in _POLICY_KEYS.items():
+    for key, check in _POLICY_KEYS.items():
         if transport_options.get(key) is not None:
-            policy[key] = kind(transport_options[key])
+            policy[key] = check_one("Transport option", key, transport_options[key], check)
     if "connect_retries_timeout" in policy:
         policy["timeout"] = policy.pop("connect_retries_timeout")
     return policy

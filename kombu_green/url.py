@@ -75,6 +75,10 @@ def parse_url(url: str) -> URL:
         port = parts.port
     except ValueError:
         # urllib's own message may quote part of the password: never show it.
+        bad_port = _port_text(url)
+        if bad_port is not None:
+            raise InvalidURL(f"Invalid broker URL {mask_url(url)!r}: port {bad_port!r} is not valid: it must be "
+                             "a whole number from 1 to 65535") from None
         raise InvalidURL(
             f"Invalid broker URL {mask_url(url)!r}: it cannot be parsed. The port must be a "
             "number from 1 to 65535, an IPv6 host needs [brackets], and / # ? @ : in the "
@@ -92,6 +96,18 @@ def parse_url(url: str) -> URL:
         virtual_host=unquote(path) if path else None,
         options=options,
     )
+
+
+def _port_text(url: str) -> Optional[str]:
+    """The port as written in ``url``, when it is not a usable one (else None)."""
+    # After the last "@", as mask_url reads it: a password may hold / ? # unencoded.
+    host = url.partition("://")[2].rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]
+    if host.startswith("["):
+        host = host.partition("]")[2]
+    _, colon, port = host.partition(":")
+    if colon and not (port.isdigit() and 0 < int(port) < 65536):
+        return port
+    return None
 
 
 def as_url(transport: str, hostname: Optional[str] = None, port: Optional[int] = None,

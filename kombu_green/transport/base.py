@@ -10,9 +10,24 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Set, Tuple, Type, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Set,
+    Tuple,
+    Type,
+    TypeVar,
+    cast,
+)
 
 from ..exceptions import ChannelError, OperationalError
+from ..options import Option, read_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..connection import Connection
@@ -189,9 +204,23 @@ class Transport:
     #: True when the transport itself uses the Connection's ``;``-separated
     #: URLs (Redis Sentinel's list of sentinels) instead of failing over.
     handles_alternates: bool = False
+    #: The transport options this transport reads, each with its check and
+    #: default (see :mod:`kombu_green.options`); :attr:`options` holds them
+    #: checked, plus any other ``transport_options`` given, unchanged.
+    option_table: Mapping[str, Option] = {}
+    #: How errors name this transport's options ("Redis transport option").
+    option_label: str = "transport option"
 
     def __init__(self, client: "Connection", **kwargs: Any) -> None:
         self.client = client
+        #: ``transport_options`` (and the URL's query options), checked when the
+        #: transport is made: a bad value fails before any network traffic.
+        self.options: Dict[str, Any] = read_options(self.option_label, self.given_options(),
+                                                    self.option_table)
+
+    def given_options(self) -> Mapping[str, Any]:
+        """The options as given, before checking: the Connection's ``transport_options``."""
+        return self.client.transport_options
 
     def establish_connection(self) -> Any:
         """Open the broker connection; return the driver's connection object."""

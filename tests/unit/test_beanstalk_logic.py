@@ -132,20 +132,20 @@ def test_options_from_a_dict_or_url_text() -> None:
     assert options.socket_connect_timeout == 1.5
 
 
-@pytest.mark.parametrize("options, named", [
-    ({"ttr": 0}, "'ttr'"), ({"ttr": 1.5}, "'ttr'"), ({"ttr": "soon"}, "'ttr'"), ({"ttr": True}, "'ttr'"),
-    ({"ttr": 2 ** 32}, "'ttr'"), ({"max_connections": 0}, "'max_connections'"),
-    ({"max_batch": -1}, "'max_batch'"), ({"socket_connect_timeout": 0}, "'socket_connect_timeout'"),
-    ({"socket_connect_timeout": "x"}, "'socket_connect_timeout'"),
+@pytest.mark.parametrize("options", [
+    {"ttr": 0}, {"ttr": 1.5}, {"ttr": "soon"}, {"ttr": True}, {"ttr": 2 ** 32}, {"max_connections": 0},
+    {"max_batch": -1}, {"socket_connect_timeout": 0}, {"socket_connect_timeout": "x"},
 ])
-def test_bad_options_are_configuration_errors_naming_the_option(options: dict, named: str) -> None:
-    with pytest.raises(exceptions.ConfigurationError, match=named):
+def test_bad_options_are_configuration_errors_naming_the_option(options: dict) -> None:
+    ((name, value),) = options.items()
+    with pytest.raises(exceptions.ConfigurationError) as info:
         parse_options(options)
+    assert str(info.value).startswith(f"beanstalk transport option {name}={value!r} is not valid: it must be ")
 
 
 def test_bad_options_fail_before_any_connection() -> None:
     conn = Connection("beanstalk://127.0.0.1:1?ttr=0")
-    with pytest.raises(exceptions.ConfigurationError, match="'ttr'"):
+    with pytest.raises(exceptions.ConfigurationError, match="beanstalk transport option ttr="):
         conn.transport  # noqa: B018 - creating the transport checks its options
 
 

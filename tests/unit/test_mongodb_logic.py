@@ -20,8 +20,9 @@ from kombu_green.exceptions import (
     OperationalError,
     PreconditionFailed,
 )
-from kombu_green.transport.mongodb.client import Names, describe, mongo_uri, split_uri, translate
+from kombu_green.transport.mongodb.client import Names, translate
 from kombu_green.transport.mongodb.documents import NEXT, from_document, is_fanout_copy, lease_of, to_document, utc
+from kombu_green.transport.mongodb.uri import describe, mongo_uri, parse_mongo_url
 from kombu_green.transport.virtual import payload as payloads
 
 WHERE = "10.0.0.1:27017"
@@ -144,32 +145,48 @@ def test_connection_parameters_are_assembled_and_quoted() -> None:
     assert mongo_uri("h", None, "u", None, None) == "mongodb://u@h:27017/"
 
 
-def test_split_uri_gives_the_database_and_pymongos_options() -> None:
-    database, options = split_uri("mongodb://h:27018/jobs?replicaSet=rs0&maxPoolSize=7")
-    assert database == "jobs"
-    assert options == {"replicaSet": "rs0", "maxPoolSize": 7}
-    assert split_uri("mongodb://h/") == ("", {})
+def test_the_url_gives_the_database_hosts_and_pymongos_options_as_written() -> None:
+    url = parse_mongo_url("mongodb://h:27018,g/jobs?replicaSet=rs0&maxPoolSize=7&polling_interval=2",
+                          ["polling_interval"])
+    assert (url.database, url.hosts) == ("jobs", ("h:27018", "g:27017"))
+    assert url.driver_options == {"replicaSet": "rs0", "maxPoolSize": "7"}
+    assert url.ours == {"polling_interval": "2"}
+    assert url.uri == "mongodb://h:27018,g/jobs?replicaSet=rs0&maxPoolSize=7"
+    assert parse_mongo_url("mongodb://h/")[2:] == ("", {}, {})
 
 
-def test_split_uri_of_an_srv_url_looks_nothing_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_srv_url_is_read_without_any_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     import dns.resolver
 
     def no_lookups(*args: object, **kwargs: object) -> None:
         raise AssertionError("a DNS lookup")
 
     monkeypatch.setattr(dns.resolver, "resolve", no_lookups)
-    assert split_uri("mongodb+srv://u:p@cluster.example.com/db") == ("db", {})
+    url = parse_mongo_url("mongodb+srv://u:p@cluster.example.com/db?appname=x")
+    assert (url.database, url.hosts, url.driver_options) == ("db", ("cluster.example.com (SRV)",), {"appname": "x"})
 
 
 @pytest.mark.parametrize("uri, message", [
-    ("mongodb://h:notaport/", "Port"),
-    ("mongodb://h/?notAnOption=1", "(?i)notAnOption"),
-    ("mongodb://h/?maxPoolSize=many", "maxpoolsize"),
+    pytest.param("mongodb://u:secret@h:notaport/", "MongoDB URL host 'h:notaport' is not valid: its port must be "
+                 "a whole number from 1 to 65535, not 'notaport'", id="port-not-a-number"),
+    pytest.param("mongodb://h:70000/", "host 'h:70000' is not valid", id="port-out-of-range"),
+    pytest.param("mongodb://u:secret@h/?notAnOption=1", "MongoDB URL option notAnOption='1' is not valid: pymongo ",
+                 id="unknown-option"),
+    pytest.param("mongodb://h/?maxPoolSize=many&appname=a", "MongoDB URL option maxPoolSize='many' is not valid",
+                 id="bad-value"),
+    pytest.param("mongodb://h/?one=1&two=2", "MongoDB URL options one='1', two='2' are not valid", id="two-unknown"),
+    pytest.param("mongodb://h/?tls=true&ssl=false", "options tls='true', ssl='false' are not valid together",
+                 id="conflicting"),
+    pytest.param("mongodb://h/?tlsCertificateKeyFilePassword=secret&zzz=1", "option zzz='1' is not valid",
+                 id="a-secret-beside-it"),
+    pytest.param("mongodb+srv://h:27017/db", "mongodb\\+srv:// takes one host name", id="srv-with-port"),
+    pytest.param("redis://h/", "Not a MongoDB URL", id="other-scheme"),
 ])
-def test_a_uri_pymongo_refuses_is_a_configuration_error(uri: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match="Invalid MongoDB URL") as info:
-        split_uri(uri)
+def test_a_url_pymongo_would_refuse_is_named_in_our_words(uri: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_mongo_url(uri)
     assert info.match(message)
+    assert "secret" not in str(info.value)
 
 
 def test_collections_are_named_under_the_prefix() -> None:
@@ -195,16 +212,17 @@ def test_our_options_leave_the_url_and_pymongos_stay(monkeypatch: pytest.MonkeyP
     transport = Connection("mongodb+srv://user:pw@cluster.example.com/db?appname=x&polling_interval=2"
                            "&replicaSet=rs&visibility_timeout=9&collection_prefix=abc").transport
     assert transport.uri == "mongodb+srv://user:pw@cluster.example.com/db?appname=x&replicaSet=rs"
-    assert transport.options == {"polling_interval": "2", "visibility_timeout": "9", "collection_prefix": "abc"}
-    assert split_uri(transport.uri) == ("db", {})
+    assert (transport.options["polling_interval"], transport.options["visibility_timeout"]) == (2.0, 9.0)
+    assert transport.options["collection_prefix"] == "abc"
 
 
 def test_a_url_of_only_our_options_leaves_no_query() -> None:
     transport = Connection("mongodb://h:27018/db?ttl=true&broadcast_size=4096&max_threads=2"
                            "&restore_interval=5").transport
     assert transport.uri == "mongodb://h:27018/db"
-    assert transport.options == {"ttl": "true", "broadcast_size": "4096", "max_threads": "2",
-                                 "restore_interval": "5"}
+    options = transport.options
+    assert (options["ttl"], options["broadcast_size"], options["max_threads"]) == (True, 4096, 2)
+    assert options["restore_interval"] == 5.0
 
 
 def test_transport_options_win_over_the_url() -> None:
@@ -219,15 +237,16 @@ def test_connection_keywords_build_the_url() -> None:
     assert transport.uri == "mongodb://u:p%20w@h:27018/jobs"
 
 
-@pytest.mark.parametrize("value, message", [
-    (-1, "must be above 0"), (0, "must be above 0"), ("soon", "must be a number"), (None, "must be a number"),
+@pytest.mark.parametrize("option, value, message", [
+    ("polling_interval", -1, "a number of seconds above 0"), ("polling_interval", 0, "a number of seconds above 0"),
+    ("visibility_timeout", "soon", "a number of seconds above 0"), ("max_threads", 0, "a whole number of threads"),
+    ("ttl", "maybe", "true or false"), ("broadcast_size", "big", "a whole number of bytes"),
 ])
-def test_numeric_options_are_checked(value: object, message: str) -> None:
-    transport = Connection("mongodb+srv://cluster.example.com/db",
-                           transport_options={"polling_interval": value}).transport
-    with pytest.raises(ConfigurationError, match=f"polling_interval {message}"):
-        transport._number("polling_interval", 1.0)
-    assert transport._number("visibility_timeout", 3600.0) == 3600.0
+def test_transport_options_are_checked_when_the_transport_is_made(option: str, value: object, message: str) -> None:
+    conn = Connection("mongodb+srv://cluster.example.com/db", transport_options={option: value})
+    with pytest.raises(ConfigurationError) as info:
+        conn.transport  # noqa: B018 - making the transport checks its options
+    assert str(info.value).startswith(f"MongoDB transport option {option}={value!r} is not valid: it must be {message}")
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -29,10 +29,10 @@ import string
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from ...exceptions import ConfigurationError
+from ...options import Option, number, optional, read_options, whole
 from ..virtual.payload import MAX_PRIORITY
 
-__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TTR", "Options",
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_TTR", "OPTION_TABLE", "Options",
            "PRIORITY_BASE", "WAKE_PRIORITY", "from_beanstalk_priority", "is_plain_tube",
            "parse_options", "to_beanstalk_priority", "tube_name", "wake_tube"]
 
@@ -132,45 +132,26 @@ class Options:
     max_batch: int = DEFAULT_MAX_BATCH
 
 
-def _whole(options: Mapping[str, Any], key: str, default: int, low: int, high: int, unit: str) -> int:
-    value = options.get(key, default)
-    try:
-        if isinstance(value, bool):
-            raise ValueError(value)
-        number = float(value)
-        if number != int(number):
-            raise ValueError(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigurationError(
-            f"transport option {key!r} must be a whole number of {unit}, not {value!r}") from None
-    if not low <= number <= high:
-        raise ConfigurationError(
-            f"transport option {key!r} must be from {low} to {high} {unit}, not {value!r}")
-    return int(number)
+#: The transport options and their checks (see the transport module for each).
+OPTION_TABLE = {
+    "ttr": Option(whole(1, MAX_TTR, "seconds"), DEFAULT_TTR, "time-to-run of every job"),
+    "max_connections": Option(whole(1, 10000, "connections"), DEFAULT_MAX_CONNECTIONS,
+                              "command connections per Connection"),
+    "max_batch": Option(whole(1, 10000, "messages"), DEFAULT_MAX_BATCH, "most jobs reserved in one round trip"),
+    "socket_connect_timeout": Option(optional(number()), None,
+                                     "seconds to connect (default: the Connection's connect_timeout)"),
+}
+LABEL = "beanstalk transport option"
 
 
 def parse_options(options: Mapping[str, Any], connect_timeout: Optional[float] = None) -> Options:
     """Check the beanstalk options of ``transport_options`` (or the URL query).
 
     Raises :class:`~kombu_green.exceptions.ConfigurationError` naming the
-    option; options of other transports are ignored.
+    option and its value; options of other transports are ignored.
     """
-    timeout = options.get("socket_connect_timeout", connect_timeout)
-    if timeout is not None:
-        try:
-            if isinstance(timeout, bool):
-                raise ValueError(timeout)
-            timeout = float(timeout)
-            if not timeout > 0:
-                raise ValueError(timeout)
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"transport option 'socket_connect_timeout' must be a number of seconds above 0, "
-                f"not {options.get('socket_connect_timeout')!r}") from None
-    return Options(
-        ttr=_whole(options, "ttr", DEFAULT_TTR, 1, MAX_TTR, "seconds"),
-        max_connections=_whole(options, "max_connections", DEFAULT_MAX_CONNECTIONS, 1, 10000,
-                               "connections"),
-        socket_connect_timeout=timeout,
-        max_batch=_whole(options, "max_batch", DEFAULT_MAX_BATCH, 1, 10000, "messages"),
-    )
+    checked = read_options(LABEL, options, OPTION_TABLE)
+    timeout = checked["socket_connect_timeout"]
+    return Options(ttr=checked["ttr"], max_connections=checked["max_connections"],
+                   socket_connect_timeout=connect_timeout if timeout is None else timeout,
+                   max_batch=checked["max_batch"])

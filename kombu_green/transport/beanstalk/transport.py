@@ -59,7 +59,7 @@ Transport options (``transport_options={...}`` or the URL query):
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Tuple
 
 import greenstalk
 
@@ -67,7 +67,7 @@ from ...exceptions import ConfigurationError
 from .. import base
 from ..virtual import Transport as VirtualTransport
 from .client import GreenClient, connect
-from .config import Options, parse_options
+from .config import LABEL, OPTION_TABLE, Options, parse_options
 from .errors import CONNECTION_ERRORS
 from .store import BeanstalkStore
 
@@ -88,9 +88,11 @@ class Transport(VirtualTransport):
                "dead-lettering are not"),
     )
 
+    option_label = LABEL
+    option_table = OPTION_TABLE
+
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        self.options: Dict[str, Any] = dict(client.transport_options)
         self.settings: Options = parse_options(self.options, client.connect_timeout)
         self.max_batch = self.settings.max_batch
 

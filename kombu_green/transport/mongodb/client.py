@@ -9,18 +9,16 @@ patches anything.
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple, Type
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pymongo
 from bson import errors as bson_errors
 from pymongo import errors as mongo_errors
-from pymongo import uri_parser
 
 from ... import exceptions as errors
 from ..base import error_boundary
 
-__all__ = ["DRIVER_ERRORS", "Names", "describe", "mongo_uri", "new_client", "split_uri",
-           "translate", "translated"]
+__all__ = ["DRIVER_ERRORS", "Names", "new_client", "translate", "translated"]
 
 #: pymongo's errors, and bson's for a document it cannot encode (DocumentTooLarge is one).
 DRIVER_ERRORS: Tuple[Type[BaseException], ...] = (mongo_errors.PyMongoError, bson_errors.InvalidDocument, OSError)
@@ -40,46 +38,6 @@ class Names:
         self.bindings = f"{prefix}.bindings"
         self.meta = f"{prefix}.meta"
         self.broadcast = f"{prefix}.broadcast"
-
-
-def mongo_uri(hostname: Optional[str], port: Optional[int], userid: Optional[str],
-              password: Optional[str], virtual_host: Optional[str]) -> str:
-    """The URI pymongo gets: a whole ``mongodb://``/``mongodb+srv://`` URL passes
-    through; Connection(hostname=..., port=...) parameters are assembled."""
-    if hostname and "://" in hostname:
-        return hostname
-    auth = ""
-    if userid:
-        auth = quote(userid, safe="") + (":" + quote(password, safe="") if password else "") + "@"
-    database = "" if virtual_host in (None, "", "/") else quote(str(virtual_host).strip("/"), safe="")
-    return f"mongodb://{auth}{hostname or 'localhost'}:{port or 27017}/{database}"
-
-
-def describe(uri: str) -> str:
-    """``host:port[,host:port...]`` for error messages (never the password)."""
-    netloc = urlsplit(uri).netloc.rpartition("@")[2]
-    if uri.startswith("mongodb+srv://"):
-        return f"{netloc} (SRV)"
-    return ",".join(_with_port(host) for host in netloc.split(",") if host) or "localhost:27017"
-
-
-def _with_port(host: str) -> str:
-    """``host`` with MongoDB's default port when it names none (IPv6 in brackets)."""
-    has_port = "]:" in host if host.startswith("[") else ":" in host
-    return host if has_port else f"{host}:27017"
-
-
-def split_uri(uri: str) -> Tuple[str, Dict[str, Any]]:
-    """Return (database named in the URI or '', the URI's options); raises
-    :class:`ConfigurationError` for a URI pymongo would refuse."""
-    try:
-        if uri.startswith("mongodb+srv://"):  # parse_uri would resolve DNS here
-            path = urlsplit(uri).path.strip("/")
-            return path, {}
-        parsed = uri_parser.parse_uri(uri, warn=False)
-    except (mongo_errors.InvalidURI, mongo_errors.ConfigurationError, ValueError) as exc:
-        raise errors.ConfigurationError(f"Invalid MongoDB URL: {exc}") from None
-    return parsed.get("database") or "", dict(parsed.get("options") or {})
 
 
 def translate(exc: BaseException, where: str) -> BaseException:
@@ -114,11 +72,14 @@ def translate(exc: BaseException, where: str) -> BaseException:
 translated = error_boundary(translate, DRIVER_ERRORS)
 
 
-def new_client(uri: str, connect_timeout: float, options: Dict[str, Any]) -> pymongo.MongoClient[Dict[str, Any]]:
-    """A MongoClient that fails within ``connect_timeout`` when no server answers."""
-    milliseconds = max(1, int(connect_timeout * 1000))
-    defaults: Dict[str, Any] = {"serverSelectionTimeoutMS": milliseconds, "connectTimeoutMS": milliseconds,
-                                "appname": "kombu_green"}
+def new_client(uri: str, connect_timeout: Optional[float],
+               options: Dict[str, Any]) -> pymongo.MongoClient[Dict[str, Any]]:
+    """A MongoClient that fails within ``connect_timeout`` when no server answers
+    (None: pymongo's own limits, 20 s to connect and 30 s to find a server)."""
+    defaults: Dict[str, Any] = {"appname": "kombu_green"}
+    if connect_timeout is not None:
+        milliseconds = max(1, int(connect_timeout * 1000))
+        defaults.update(serverSelectionTimeoutMS=milliseconds, connectTimeoutMS=milliseconds)
     # pymongo lets keywords override the URI: only fill in what the URI leaves out.
     query = urlsplit(uri).query.lower()
     kwargs = {key: value for key, value in defaults.items() if f"{key.lower()}=" not in query}

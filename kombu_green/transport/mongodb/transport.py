@@ -42,18 +42,16 @@ from typing import Any, Dict
 import pymongo
 
 from ... import green
-from ...exceptions import ConfigurationError
+from ...options import Option, flag, number, optional, text, whole
 from .. import base
 from ..virtual import Transport as VirtualTransport
-from .client import DRIVER_ERRORS, Names, describe, mongo_uri, new_client, split_uri, translate
+from .client import DRIVER_ERRORS, Names, new_client, translate
 from .store import MongoStore
+from .uri import mongo_uri, parse_mongo_url
 
 __all__ = ["Transport"]
 
 DEFAULT_DATABASE = "kombu_default"
-#: Our options; any other query option is pymongo's.
-OPTIONS = ("visibility_timeout", "restore_interval", "polling_interval", "ttl",
-           "collection_prefix", "broadcast_size", "max_threads")
 
 
 class Transport(VirtualTransport):
@@ -70,49 +68,36 @@ class Transport(VirtualTransport):
                "x-max-length and dead-lettering are not"),
     )
 
+    option_label = "MongoDB transport option"
+    option_table = {
+        "visibility_timeout": Option(number(), 3600.0, "seconds before an unacked message goes back"),
+        "restore_interval": Option(optional(number()), None, "seconds between looks for expired leases"),
+        "polling_interval": Option(number(), 1.0, "longest pause between polls of empty queues"),
+        "ttl": Option(flag, False, "let TTL indexes delete expired messages and queues"),
+        "collection_prefix": Option(text, "kombu_green", "the collections' names begin with it"),
+        "broadcast_size": Option(whole(4096, 2 ** 40, "bytes"), 16 * 1024 * 1024, "size of the fanout collection"),
+        "max_threads": Option(whole(1, 1000, "threads"), 4, "native threads for pymongo's calls, unpatched"),
+    }
+
     def __init__(self, client: Any, **kwargs: Any) -> None:
+        # Our options may be in the URL's query: take them out before checking.
+        given = mongo_uri(client.hostname, client.port, client.userid, client.password, client.virtual_host)
+        self.url = parse_mongo_url(given, tuple(self.option_table))
+        #: The URL pymongo gets: ours taken out of the query, the rest as written.
+        self.uri = self.url.uri
         super().__init__(client, **kwargs)
-        self.uri, self.options = self._split_options()
+
+    def given_options(self) -> Dict[str, Any]:
+        """Ours from the URL's query, overridden by ``transport_options``."""
+        return {**self.url.ours, **self.client.transport_options}
 
     def driver_version(self) -> str:
         return pymongo.version
 
-    def _split_options(self) -> "tuple[str, Dict[str, Any]]":
-        """Take our options out of the URL's query; the rest stays for pymongo."""
-        client = self.client
-        uri = mongo_uri(client.hostname, client.port, client.userid, client.password,
-                        client.virtual_host)
-        options: Dict[str, Any] = dict(client.transport_options)
-        base_uri, _, query = uri.partition("?")
-        kept = []
-        for item in filter(None, query.split("&")):
-            key, _, value = item.partition("=")
-            if key in OPTIONS:
-                options.setdefault(key, value)
-            else:
-                kept.append(item)
-        return base_uri + ("?" + "&".join(kept) if kept else ""), options
-
-    def _number(self, name: str, default: float) -> float:
-        value = self.options.get(name, default)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(f"MongoDB transport option {name} must be a number, not {value!r}") from None
-        if number <= 0:
-            raise ConfigurationError(f"MongoDB transport option {name} must be above 0, not {value!r}")
-        return number
-
     def create_store(self) -> MongoStore:
-        database, _ = split_uri(self.uri)
-        where = describe(self.uri)
-        ttl = str(self.options.get("ttl", False)).lower() in ("1", "true", "yes", "on")
-        polling = self._number("polling_interval", 1.0)
-        visibility = self._number("visibility_timeout", 3600.0)
-        restore = self.options.get("restore_interval")
-        restore_interval = None if restore is None else self._number("restore_interval", 60.0)
-        broadcast_size = int(self._number("broadcast_size", 16 * 1024 * 1024))
-        offload = green.Offload(int(self._number("max_threads", 4)))
+        options = self.options
+        where = ",".join(self.url.hosts)
+        offload = green.Offload(options["max_threads"])
         mongo = None
         try:
             mongo = offload.call(new_client, self.uri, self.client.connect_timeout, {})
@@ -122,12 +107,13 @@ class Transport(VirtualTransport):
                 offload.call(mongo.close)
             offload.close()
             raise translate(exc, where) from exc
-        names = Names(str(self.options.get("collection_prefix") or "kombu_green"))
+        names = Names(options["collection_prefix"] or "kombu_green")
         try:
-            return MongoStore(mongo[database or DEFAULT_DATABASE], names, where, offload,
-                              polling_interval=polling, visibility_timeout=visibility,
-                              restore_interval=restore_interval, ttl=ttl,
-                              broadcast_size=broadcast_size)
+            return MongoStore(mongo[self.url.database or DEFAULT_DATABASE], names, where, offload,
+                              polling_interval=options["polling_interval"],
+                              visibility_timeout=options["visibility_timeout"],
+                              restore_interval=options["restore_interval"], ttl=options["ttl"],
+                              broadcast_size=options["broadcast_size"])
         except BaseException:
             offload.call(mongo.close)
             offload.close()

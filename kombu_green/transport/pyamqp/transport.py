@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import amqp
 
 from ... import green
+from ...options import Option, flag, mapping, number, optional, whole
 from .. import base
 from ..tls import ssl_options
 from .channel import Channel
@@ -51,9 +52,16 @@ class Transport(base.Transport):
         notes=("priorities need the queue argument x-max-priority (Queue(max_priority=...))",),
     )
 
-    def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
-        self.options: Dict[str, Any] = dict(client.transport_options)
+    option_label = "AMQP transport option"
+    option_table = {
+        "confirm_publish": Option(flag, False, "wait for the broker's confirm of every publish"),
+        "confirm_timeout": Option(optional(number(at_least=0)), DEFAULT_CONFIRM_TIMEOUT,
+                                  "seconds to wait for a confirm (0 or none: no limit)"),
+        "client_properties": Option(mapping, None, "extra client properties sent to the broker"),
+        "frame_max": Option(whole(4096, 2 ** 31 - 1, "bytes"), None, "largest frame to negotiate"),
+        "channel_max": Option(whole(1, 65535, "channels"), None, "most channels to negotiate"),
+        "socket_settings": Option(mapping, None, "TCP socket options, {option: value}"),
+    }
 
     # -- connecting -----------------------------------------------------------
 
@@ -72,18 +80,17 @@ class Transport(base.Transport):
     def establish_connection(self) -> GreenConnection:
         client, options = self.client, self.options
         where = self._address()
-        confirm_timeout = options.get("confirm_timeout", DEFAULT_CONFIRM_TIMEOUT)
         conn = GreenConnection(
             host=where, userid=client.userid, password=client.password,
             virtual_host=client.virtual_host or "/", login_method=client.login_method,
             ssl=self._ssl_options(), heartbeat=int(client.heartbeat or 0),
             connect_timeout=client.connect_timeout,
-            client_properties=options.get("client_properties"),
-            frame_max=options.get("frame_max"), channel_max=options.get("channel_max"),
-            socket_settings=options.get("socket_settings"),
+            client_properties=options["client_properties"],
+            frame_max=options["frame_max"], channel_max=options["channel_max"],
+            socket_settings=options["socket_settings"],
             client=client, where=where,
-            publisher_confirms=bool(options.get("confirm_publish", False)),  # URL text is coerced already
-            confirm_timeout=float(confirm_timeout) if confirm_timeout else None)
+            publisher_confirms=options["confirm_publish"],
+            confirm_timeout=options["confirm_timeout"] or None)
         try:
             conn.connect()
         except BaseException as exc:

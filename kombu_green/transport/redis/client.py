@@ -121,7 +121,7 @@ def discover_master(sentinels: Sequence[Tuple[str, int]], master_name: str,
         conn = GreenConnection(host=host, port=port, retry=no_retries(),
                                socket_timeout=options.get("socket_timeout") or 5.0,
                                socket_connect_timeout=options.get("socket_connect_timeout") or 5.0,
-                               **options.get("sentinel_kwargs", {}))
+                               **(options.get("sentinel_kwargs") or {}))
         try:
             conn.send_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name)
             reply = conn.read_response()

@@ -33,9 +33,11 @@ from urllib.parse import urlsplit
 import redis
 
 from ...exceptions import ConfigurationError
+from ...options import Option, flag, mapping, number, optional, text, whole, whole_list
 from .. import base
 from ..tls import ssl_options
 from ..virtual import Transport as VirtualTransport
+from ..virtual.payload import MAX_PRIORITY
 from .client import (
     CONNECTION_ERRORS,
     GreenConnection,
@@ -70,9 +72,28 @@ class Transport(VirtualTransport):
                "x-max-length and dead-lettering are not"),
     )
 
-    def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
-        self.options: Dict[str, Any] = dict(client.transport_options)
+    option_label = "Redis transport option"
+    option_table = {
+        "visibility_timeout": Option(number(), DEFAULT_VISIBILITY_TIMEOUT,
+                                     "seconds before an unacked message goes back to its queue"),
+        "unacked_restore_interval": Option(optional(number()), None,
+                                           "seconds between looks for expired leases"),
+        "unacked_mutex_expire": Option(number(), DEFAULT_MUTEX_EXPIRE, "seconds the restore lock lives"),
+        "priority_steps": Option(whole_list(0, MAX_PRIORITY), list(DEFAULT_PRIORITY_STEPS),
+                                 "one sub-queue per step"),
+        "global_keyprefix": Option(text, "", "put in front of every key and channel"),
+        "max_connections": Option(whole(1, 100_000, "connections"), 10, "command connections per Connection"),
+        "pool_timeout": Option(optional(number()), 10.0, "seconds a greenlet waits for a free connection"),
+        "socket_timeout": Option(optional(number()), None, "seconds a command may take"),
+        "socket_connect_timeout": Option(optional(number()), None,
+                                         "seconds to connect (default: the Connection's connect_timeout)"),
+        "socket_keepalive": Option(flag, None, "TCP keep-alive"),
+        "socket_keepalive_options": Option(mapping, None, "TCP keep-alive settings"),
+        "health_check_interval": Option(number(at_least=0), 25.0, "seconds idle before a connection is pinged"),
+        "client_name": Option(text, None, "CLIENT SETNAME"),
+        "master_name": Option(text, None, "sentinel://: the master's name"),
+        "sentinel_kwargs": Option(mapping, None, "sentinel://: keywords for the sentinel connections"),
+    }
 
     def driver_version(self) -> str:
         return redis.__version__
@@ -96,25 +117,20 @@ class Transport(VirtualTransport):
         kwargs: Dict[str, Any] = {
             "host": host, "port": port, "db": self._db(),
             "username": client.userid or None, "password": client.password or None,
-            "socket_connect_timeout": options.get("socket_connect_timeout", client.connect_timeout),
-            "health_check_interval": options.get("health_check_interval", 25),
+            "socket_connect_timeout": options["socket_connect_timeout"] or client.connect_timeout,
+            "health_check_interval": options["health_check_interval"],
             "retry": no_retries(),
             # RESP2: PUB/SUB messages arrive as plain replies on every server version.
             "protocol": 2,
         }
-        kwargs.update({key: options[key] for key in _PASSED_THROUGH if key in options})
+        kwargs.update({key: options[key] for key in _PASSED_THROUGH if options[key] is not None})
         tls = ssl_options(client.ssl or self.tls_by_default, options)
         if tls is False:
             return GreenConnection, kwargs
         return GreenSSLConnection, {**kwargs, "ssl_options": tls}
 
     def _keys(self) -> Keys:
-        steps = self.options.get("priority_steps", DEFAULT_PRIORITY_STEPS)
-        if isinstance(steps, str):
-            steps = [int(step) for step in steps.split(",") if step.strip()]
-        elif isinstance(steps, int):
-            steps = [steps]
-        return Keys(str(self.options.get("global_keyprefix") or ""), self._db(), steps)
+        return Keys(self.options["global_keyprefix"], self._db(), self.options["priority_steps"])
 
     # -- connecting ---------------------------------------------------------------
 
@@ -122,8 +138,8 @@ class Transport(VirtualTransport):
         connection_class, kwargs = self._connection_kwargs()
         where = f"{kwargs['host']}:{kwargs['port']}"
         pool = GreenPool(connection_class=connection_class,
-                         max_connections=int(self.options.get("max_connections") or 10),
-                         pool_timeout=self.options.get("pool_timeout", 10.0), **kwargs)
+                         max_connections=self.options["max_connections"],
+                         pool_timeout=self.options["pool_timeout"], **kwargs)
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
@@ -131,10 +147,9 @@ class Transport(VirtualTransport):
             pool.disconnect()
             raise translate(exc, where) from exc
         leases = Leases(client, self._keys(),
-                        visibility_timeout=float(self.options.get("visibility_timeout",
-                                                                  DEFAULT_VISIBILITY_TIMEOUT)),
-                        restore_interval=self.options.get("unacked_restore_interval"),
-                        mutex_expire=float(self.options.get("unacked_mutex_expire", DEFAULT_MUTEX_EXPIRE)))
+                        visibility_timeout=self.options["visibility_timeout"],
+                        restore_interval=self.options["unacked_restore_interval"],
+                        mutex_expire=self.options["unacked_mutex_expire"])
         return RedisStore(client, leases.keys, where, self._dedicated(connection_class, kwargs), leases)
 
     @staticmethod
@@ -171,7 +186,7 @@ class SentinelTransport(Transport):
         return found or [(self.client.hostname or "localhost", int(self.client.port or self.default_port))]
 
     def _server(self) -> Tuple[str, int]:
-        master_name = self.options.get("master_name")
+        master_name = self.options["master_name"]
         if not master_name:
             raise ConfigurationError(
                 "sentinel:// needs the master's name: transport_options={'master_name': 'mymaster'} "
