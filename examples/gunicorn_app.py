@@ -17,8 +17,11 @@ per worker process, and gives it back when the ``with`` block ends, so
 connections are reused across requests instead of opened for each one. A
 request that finds all ten lent waits, without holding up the others.
 Publisher confirms are on: a 200 means the broker has stored the message.
-If the broker cannot be reached the answer is a 503, and the connection
-involved is replaced rather than lent to the next request.
+A broker that is down or restarting is waited for, inside a retry policy
+of about a minute (``$KOMBU_GREEN_PUBLISH_RETRIES`` attempts, 60 by
+default; 0 fails at once). If it is still unreachable after that, the
+answer is a 503, and the connection involved is replaced rather than lent
+to the next request.
 
 Importing this module does not connect: connections are opened on the
 first request of each worker (so none is shared across gunicorn's fork).
@@ -34,6 +37,9 @@ URL = os.environ.get("KOMBU_GREEN_URL", "amqp://guest:guest@127.0.0.1:5672//")
 QUEUE = os.environ.get("KOMBU_GREEN_QUEUE", "web-requests")
 #: How long a request waits for a free producer before answering 503.
 ACQUIRE_TIMEOUT = 10.0
+#: Attempts while the broker is away: pauses of 0.2 s, growing to 1 s.
+RETRY_POLICY = {"max_retries": int(os.environ.get("KOMBU_GREEN_PUBLISH_RETRIES", "60")),
+                "interval_start": 0.2, "interval_step": 0.2, "interval_max": 1.0}
 
 #: Only a description: the pool makes its own connections from it, lazily.
 connection = Connection(URL, transport_options={"confirm_publish": True})
@@ -44,9 +50,10 @@ broker_errors = (OperationalError, OSError) + tuple(connection.transport_class.c
 def publish(request_id: str) -> None:
     body = {"id": request_id, "pid": os.getpid()}
     with producers[connection].acquire(block=True, timeout=ACQUIRE_TIMEOUT) as producer:
-        # declare=[queue] declares it once per connection, then is a cache hit
-        producer.publish(body, routing_key=queue.name, declare=[queue],
-                         serializer="json", delivery_mode="persistent")
+        # declare=[queue] declares it once per connection, then is a cache hit;
+        # retry=True waits out a broker restart instead of failing the request.
+        producer.publish(body, routing_key=queue.name, declare=[queue], serializer="json",
+                         delivery_mode="persistent", retry=True, retry_policy=RETRY_POLICY)
 
 
 def respond(start_response, status: str, text: str):

@@ -119,7 +119,7 @@ class Publisher(messaging.Producer):
             target = Exchange(**dict(options, delivery_mode=self.delivery_mode))
         with _channel_for(connection, channel) as (owner, chan, self._own_channel):
             super().__init__(chan, target, routing_key or None, **kwargs)
-        self._connection = owner
+        self._owner = owner
 
     backend = _backend
 
@@ -266,7 +266,7 @@ class Consumer(_CarrotConsumer):
         self.routing_key = routing_key or self.routing_key
         with _channel_for(connection) as (owner, chan, self._own_channel):
             super().__init__(chan, self._build_queue(), **kwargs)
-        self._connection = owner
+        self._owner = owner
 
     def _build_queue(self) -> Queue:
         if isinstance(self.queue, Queue):
@@ -361,7 +361,7 @@ class ConsumerSet(_CarrotConsumer):
         queues += [_carrot_entry(name, options) for name, options in (from_dict or {}).items()]
         with _channel_for(connection, channel) as (owner, chan, self._own_channel):
             super().__init__(chan, queues, **kwargs)
-        self._connection = owner
+        self._owner = owner
 
     def add_queue_from_dict(self, queue: str, **options: Any) -> Queue:
         """Add a queue from a configuration entry; the next loop consumes it."""

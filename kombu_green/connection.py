@@ -95,6 +95,9 @@ class Connection(Resilient):
         #: Producers and Consumers built on this Connection (not on a channel):
         #: revived together after a reconnection.
         self._attached: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        #: Consumers made before the Connection connected: they attach (and declare
+        #: their queues) when it does, so they are held until then.
+        self._pending: List[Any] = []
 
     # -- parameters --------------------------------------------------------
 
@@ -193,7 +196,7 @@ class Connection(Resilient):
                 self._connection = self.transport.establish_connection()
                 self._closed = self._released = False
                 self._generation += 1
-                if lost:
+                if lost or self._pending:  # consumers made before it connected attach now
                     self.revive_attached()
             return self._connection
 
@@ -245,15 +248,33 @@ class Connection(Resilient):
         return bool(self.transport.capabilities.heartbeats)
 
     def close(self) -> None:
-        """Close channels (unacked messages go back to their queues) and disconnect."""
-        if self._default_channel is not None:
-            self._default_channel.close()
-            self._default_channel = None
-        if self._connection is not None and self._transport is not None:
-            self._transport.close_connection(self._connection)
-        self._connection = None
+        """Close channels (unacked messages go back to their queues) and disconnect.
+
+        The socket is closed whatever happens: if the broker went away first,
+        the errors of saying goodbye to it are ignored, as in kombu (messages
+        a virtual transport could not hand back are kept for the next
+        connection).
+        """
+        channel, self._default_channel = self._default_channel, None
+        connection, self._connection = self._connection, None
         self._closed = self._released = True
         self.declared_entities.clear()
+        self._pending.clear()
+        if self._transport is None:
+            return
+        errors = self._transport.connection_errors
+        try:
+            if channel is not None:
+                try:
+                    channel.close()
+                except errors as exc:
+                    logger.debug("ignored while closing %r: %r", self, exc)
+        finally:
+            if connection is not None:
+                try:
+                    self._transport.close_connection(connection)
+                except errors as exc:
+                    logger.debug("ignored while closing %r: %r", self, exc)
 
     release = close
 

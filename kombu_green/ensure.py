@@ -53,6 +53,7 @@ class Resilient:
         def connected(self) -> bool: ...
         _transport: Any
         _attached: Any
+        _pending: List[Any]
 
         def collect(self) -> None: ...
         def _configure(self, url: Optional[str]) -> None: ...
@@ -142,11 +143,12 @@ class Resilient:
         return autoretry(self, fun, channel, **ensure_options)
 
     def revive_attached(self) -> None:
-        """Move every Producer and Consumer built on this Connection to its current default channel."""
-        channel = self.default_channel
-        for obj in list(self._attached):
-            if getattr(obj, "channel", None) is not channel:
-                obj.revive(self)
+        """Tell every Producer and Consumer built on this Connection that it
+        (re)connected: each moves to the current default channel -- a
+        Producer when it next publishes, a Consumer now."""
+        pending, self._pending = self._pending, []
+        for obj in {**dict.fromkeys(pending), **dict.fromkeys(self._attached)}:
+            obj.revive(self)
 
 
 

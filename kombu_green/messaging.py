@@ -82,6 +82,7 @@ class Producer:
                  on_return: Optional[Callable[..., Any]] = None) -> None:
         self._connection: Any = None
         self._channel: Any = None
+        self._listening = True  # on_return registered on each channel (until close())
         self.exchange = exchange if exchange is not None else self.exchange
         if self.exchange is None:
             self.exchange = Exchange("")
@@ -94,31 +95,61 @@ class Producer:
             self.revive(channel)
 
     def revive(self, channel: Any) -> None:
-        """Attach to ``channel`` (or a Connection's default channel, following
-        it onto a new one whenever the Connection reconnects)."""
+        """Attach to ``channel``, or follow a Connection.
+
+        Given a Connection nothing is connected here: its default channel
+        is taken when first needed -- by :meth:`publish`, :meth:`declare` or
+        :attr:`channel` -- so a ``publish(retry=True)`` rides out a broker
+        that is down when the producer is made, and the producer moves by
+        itself onto each new default channel after a reconnection. Given a
+        channel, the producer binds to it now (and declares its exchange if
+        ``auto_declare``).
+        """
+        self._listening = True
         if is_connection(channel):
             self._connection = channel
             channel._attached.add(self)
-            channel = channel.default_channel
-        if self._channel is not None and self.on_return is not None:
-            self._channel.events["basic_return"].discard(self.on_return)
-        self._channel = channel
-        self.exchange = self.exchange.bind(channel)
-        if self.on_return is not None:
-            channel.events["basic_return"].add(self.on_return)
+            self._detach()
+            return
+        self._attach(channel)
         if self.auto_declare:
             self.declare()
 
+    def _attach(self, channel: Any) -> None:
+        self._detach()
+        self._channel = channel
+        self.exchange = self.exchange.bind(channel)
+        if self.on_return is not None and self._listening:
+            channel.events["basic_return"].add(self.on_return)
+
+    def _detach(self) -> None:
+        if self._channel is not None and self.on_return is not None:
+            self._channel.events["basic_return"].discard(self.on_return)
+        self._channel = None
+
     def declare(self) -> None:
-        """Declare the producer's exchange (the default exchange needs none)."""
+        """Declare the producer's exchange now (the default exchange needs none)."""
         if self.exchange is not None and self.exchange.name:
-            maybe_declare(self.exchange, self._channel)
+            maybe_declare(self.exchange, self.channel)
 
     def maybe_declare(self, entity: Union[Exchange, Queue], retry: bool = False, **retry_policy: Any) -> bool:
-        return maybe_declare(entity, self._channel)
+        """Declare ``entity`` unless this connection did already (cached); with
+        ``retry``, through :meth:`Connection.ensure` with ``retry_policy``."""
+        if retry:
+            return bool(self.connection.ensure(self, lambda: maybe_declare(entity, self.channel),
+                                               **retry_policy)())
+        return maybe_declare(entity, self.channel)
 
     @property
     def channel(self) -> Any:
+        """The channel publishes go to: given a Connection, its current default
+        channel (connecting now if it has none, failing fast when the broker is
+        down unless a retry policy wraps the call)."""
+        connection = self._connection
+        if connection is not None:
+            current = connection.default_channel
+            if current is not self._channel:
+                self._attach(current)
         return self._channel
 
     @property
@@ -188,26 +219,31 @@ class Producer:
             exchange_name = exchange.name
         else:
             exchange_name = self.exchange.name if exchange is None else exchange
+        channel = self.channel
+        if self.auto_declare and self.exchange.name:  # cached: one round trip per connection
+            maybe_declare(self.exchange, channel)
         for entity in declare or ():
-            maybe_declare(entity, self._channel)
+            maybe_declare(entity, channel)
         body, content_type, content_encoding = self._prepare(
             body, serializer or self.serializer, content_type, content_encoding, compression, headers)
         properties["delivery_mode"] = maybe_delivery_mode(delivery_mode or target.delivery_mode)
         if expiration is not None:
             properties["expiration"] = str(int(expiration * 1000))
-        message = self._channel.prepare_message(
+        message = channel.prepare_message(
             body, priority, content_type, content_encoding, headers, properties)
-        self._channel.basic_publish(message, exchange=exchange_name, routing_key=routing_key,
+        channel.basic_publish(message, exchange=exchange_name, routing_key=routing_key,
                                     mandatory=mandatory, immediate=immediate, timeout=timeout)
 
     #: kombu's first releases (and carrot) called it ``send``.
     send = publish
 
     def close(self) -> None:
-        """Stop listening for returned messages, and stop following the
-        Connection onto new channels (a pool may lend this producer again)."""
+        """Stop listening for returned messages, and leave the Connection's
+        list of what it revives (a pool may lend this producer again: its
+        next :meth:`revive` listens again)."""
         if self._channel is not None and self.on_return is not None:
             self._channel.events["basic_return"].discard(self.on_return)
+        self._listening = False
         if self._connection is not None:
             self._connection._attached.discard(self)
 
@@ -253,7 +289,7 @@ class Consumer:
                  accept: Optional[Iterable[str]] = None, prefetch_count: Optional[int] = None,
                  tag_prefix: Optional[str] = None) -> None:
         self._connection: Any = None
-        self.channel: Any = None
+        self._channel: Any = None
         self.queues = maybe_list(queues if queues is not None else self.queues)
         self.no_ack = self.no_ack if no_ack is None else no_ack
         self.auto_declare = self.auto_declare if auto_declare is None else auto_declare
@@ -273,16 +309,28 @@ class Consumer:
 
         A consumer that was consuming consumes again on the new channel, so
         after a reconnection (see :meth:`Connection.ensure`) messages flow
-        again without the caller doing anything. Built on a Connection, it
-        follows that Connection onto each new default channel.
+        again without the caller doing anything. Given a Connection, it
+        follows that Connection onto each new default channel. It never
+        connects by itself: on a Connection not connected yet it attaches
+        (declaring its queues) as soon as that Connection connects for any
+        reason -- a publish, a declare, :meth:`consume` -- so a message
+        published before ``consume()`` still finds its queue, as in kombu.
         """
         if is_connection(channel):
             self._connection = channel
             channel._attached.add(self)
+            if not channel.connected:  # attached when the Connection connects, for any reason
+                self._channel = None
+                channel._pending.append(self)  # held until then, even if the caller drops it
+                return
             channel = channel.default_channel
+        if channel is not self._channel:
+            self._attach(channel)
+
+    def _attach(self, channel: Any) -> None:
         was_consuming = bool(self._active_tags)
         self._active_tags.clear()
-        self.channel = channel
+        self._channel = channel
         self.queues = [queue.bind(channel) for queue in self.queues]
         if self.auto_declare:
             self.declare()
@@ -292,11 +340,27 @@ class Consumer:
             self.consume(no_ack=getattr(self, "_consuming_no_ack", None))
 
     @property
+    def channel(self) -> Any:
+        """The consumer's channel; given a Connection, its default channel,
+        taken (connecting now) on first use."""
+        if self._channel is None and self._connection is not None:
+            self._attach(self._connection.default_channel)
+        return self._channel
+
+    @channel.setter
+    def channel(self, channel: Any) -> None:
+        self._channel = channel
+
+    @property
     def connection(self) -> Any:
-        return self._connection or owner_of(self.channel)
+        return self._connection or owner_of(self._channel)
 
     def declare(self) -> None:
+        """Declare every queue (with its exchange and binding) now."""
+        channel = self.channel
         for queue in self.queues:
+            if queue.channel is not channel:
+                queue = queue.bind(channel)
             queue.declare()
 
     def register_callback(self, callback: Callback) -> None:
@@ -313,6 +377,7 @@ class Consumer:
 
     def consume(self, no_ack: Optional[bool] = None) -> None:
         """Start consuming from every queue not consumed yet."""
+        self.channel  # noqa: B018 - a consumer made on a Connection attaches now
         no_ack = self.no_ack if no_ack is None else no_ack
         self._consuming_no_ack = no_ack  # a revived consumer consumes the same way
         for queue in self.queues:
@@ -343,6 +408,7 @@ class Consumer:
 
     def purge(self) -> int:
         """Purge every queue; return the number of messages removed."""
+        self.channel  # noqa: B018 - attach (bind and declare) first
         return sum(int(queue.purge()) for queue in self.queues)
 
     def flow(self, active: bool) -> None:
@@ -382,7 +448,7 @@ class Consumer:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self.channel is not None and self.channel.is_open:
+        if self._channel is not None and self._channel.is_open:
             self.cancel()
 
     def __repr__(self) -> str:

@@ -66,29 +66,48 @@ class SimpleQueue:
                  prefetch_count: Optional[int] = None) -> None:
         self.no_ack = self.no_ack if no_ack is None else bool(no_ack)
         self._owns_channel = is_connection(channel)
-        if self._owns_channel:
-            self.connection = channel
-            channel = channel.channel()
-        else:
-            self.connection = owner_of(channel)
-        self.channel = channel
+        self.connection = channel if self._owns_channel else owner_of(channel)
+        self._channel: Any = None
         self._accept = accept
         self._buffer: Deque[Message] = collections.deque()
         self._bell = green.Bell()
         self._draining = False
         self._consuming = False
         self._closed = False
-        try:
-            queue, exchange, routing_key = self._entities(name, queue_opts, queue_args, exchange_opts)
-            self.consumer = Consumer(channel, [queue], no_ack=self.no_ack, accept=accept,
-                                     on_message=self._receive, prefetch_count=prefetch_count)
-            self.producer = Producer(channel, exchange, routing_key=routing_key,
-                                     serializer=serializer, compression=compression)
-        except BaseException:
-            if self._owns_channel:
-                channel.close()
-            raise
-        self.queue: Queue = self.consumer.queues[0]
+        self._declared_in = -1  # the Connection generation put() last declared the queue in
+        queue, exchange, routing_key = self._entities(name, queue_opts, queue_args, exchange_opts)
+        self._queue = queue
+        # Given a Connection nothing connects here: the producer follows the
+        # Connection's default channel (so put(retry=True) rides out an outage)
+        # and the consumer's own channel opens on the first get().
+        self.consumer = Consumer(None, [queue], no_ack=self.no_ack, accept=accept,
+                                 on_message=self._receive, prefetch_count=prefetch_count)
+        self.producer = Producer(channel if self._owns_channel else None, exchange, routing_key=routing_key,
+                                 serializer=serializer, compression=compression)
+        if not self._owns_channel:
+            self._use(channel)
+            self.producer.revive(channel)
+
+    def _use(self, channel: Any) -> None:
+        self._channel = channel
+        self.consumer.revive(channel)
+
+    @property
+    def channel(self) -> Any:
+        """The channel ``get()`` receives on. Made from a Connection, the
+        SimpleQueue opens it on first use -- connecting now, and raising at
+        once if the broker is down -- and opens a new one after it was lost."""
+        channel = self._channel
+        if self._owns_channel and not self._closed and (channel is None or not channel.is_open):
+            self._buffer.clear()  # unacked deliveries of a lost channel: the broker redelivers them
+            self._consuming = False
+            self._use(self.connection.channel())
+        return self._channel
+
+    @property
+    def queue(self) -> Queue:
+        """The queue, bound to :attr:`channel` once that is open."""
+        return self.consumer.queues[0] if self._channel is not None else self._queue
 
     def _entities(self, name: Union[str, Queue], queue_opts: Optional[Dict[str, Any]],
                   queue_args: Optional[Dict[str, Any]],
@@ -143,6 +162,7 @@ class SimpleQueue:
         self._check_open()
         if self._buffer:
             return self._buffer.popleft()
+        self.channel  # noqa: B018 - opens the channel on first use
         message = self.queue.get(no_ack=self.no_ack, accept=self._accept)
         if message is None:
             raise self.Empty()
@@ -150,6 +170,7 @@ class SimpleQueue:
 
     def _consume(self) -> None:
         self._check_open()
+        self.channel  # noqa: B018 - opens (or reopens) the channel
         if not self._consuming:
             self.consumer.consume(no_ack=self.no_ack)
             self._consuming = True
@@ -179,28 +200,41 @@ class SimpleQueue:
         self._bell.ring()
 
     def _give_back(self, message: Message) -> None:
-        if not self.no_ack and not message.acknowledged and self.channel.is_open:
+        channel = self._channel
+        if not self.no_ack and not message.acknowledged and channel is not None and channel.is_open:
             message.requeue()
 
     def _check_open(self) -> None:
         if self._closed:
             raise ConnectionClosed(f"SimpleQueue {self.queue.name!r} is closed")
-        if not self.channel.is_open:
+        channel = self._channel
+        if not self._owns_channel and not channel.is_open:
             raise ConnectionClosed(f"The channel of SimpleQueue {self.queue.name!r} was closed")
 
     # -- putting and inspecting --------------------------------------------
 
     def put(self, message: Any, serializer: Optional[str] = None, headers: Optional[Dict[str, Any]] = None,
             compression: Optional[str] = None, routing_key: Optional[str] = None, **kwargs: Any) -> None:
-        """Publish ``message`` to the queue (through its exchange)."""
+        """Publish ``message`` to the queue (through its exchange).
+
+        Keywords go to :meth:`Producer.publish`: ``retry=True`` with a
+        ``retry_policy`` waits out a broker that is down. The queue is
+        declared first, once per connection, so nothing put before the
+        first ``get()`` is lost.
+        """
+        generation = getattr(self.connection, "_generation", 0)
+        if self._declared_in != generation:
+            kwargs["declare"] = [self._queue, *kwargs.get("declare", ())]
         self.producer.publish(message, serializer=serializer, headers=headers, compression=compression,
                               routing_key=routing_key, **kwargs)
+        self._declared_in = generation
 
     def qsize(self) -> int:
         """Messages ready on the broker plus those received here and not yet
         handed out. Approximate: messages a transport took ahead for this
         consumer and has not delivered yet count as neither (they are the
         broker's unacked messages), nor do other consumers' ones."""
+        self.channel  # noqa: B018 - opens the channel on first use
         return int(self.queue.queue_declare(passive=True)[1]) + len(self._buffer)
 
     def __len__(self) -> int:
@@ -214,6 +248,7 @@ class SimpleQueue:
         """
         self._check_open()
         self._stop_consuming()
+        self.channel  # noqa: B018 - opens the channel on first use
         removed = self.consumer.purge()
         while self._buffer:
             message = self._buffer.popleft()
@@ -234,15 +269,17 @@ class SimpleQueue:
         if self._closed:
             return
         self._closed = True
+        channel = self._channel
         try:
-            if self._consuming and self.channel.is_open:
+            if self._consuming and channel is not None and channel.is_open:
                 self.consumer.cancel()
                 self._consuming = False
             while self._buffer:
                 self._give_back(self._buffer.popleft())
         finally:
-            if self._owns_channel:
-                self.channel.close()
+            if self._owns_channel and channel is not None and channel.is_open:
+                channel.close()
+            self.producer.close()
             self._bell.ring()
 
     release = close

@@ -26,8 +26,8 @@ usage() {
     cat >&2 <<EOF
 usage: ${0##*/} start|stop|status [NAME ...]
        ${0##*/} restart [--down SECONDS] [--kill] [NAME ...]
-                 (stop, stay down SECONDS (default 0), start again; RabbitMQ
-                  and Redis keep their queues and messages across it;
+                 (stop, stay down SECONDS (default 0), start again; RabbitMQ,
+                  Redis and beanstalkd keep their queues and messages across it;
                   --kill: SIGKILL RabbitMQ instead of stopping it cleanly)
        ${0##*/} env [NAME ...]     (shell export lines for the tests)
 Brokers: ${BROKERS[*]} (default: all). State lives in $STATE.
@@ -514,13 +514,13 @@ start_beanstalkd() {
         command -v beanstalkd >/dev/null || apt_install beanstalkd
         refuse_busy_ports "$BEANSTALK_PORT"
 
-        rm -rf "$d"
-        mkdir -p "$d"
+        if [ "$KEEP_STATE" != 1 ]; then rm -rf "$d"; fi
+        mkdir -p "$d/binlog"
         say "starting beanstalkd"
         (
             cd "$d"
-            exec setsid beanstalkd -l 127.0.0.1 -p "$BEANSTALK_PORT" \
-                </dev/null >"$d/server.log" 2>&1
+            exec setsid beanstalkd -l 127.0.0.1 -p "$BEANSTALK_PORT" -b "$d/binlog" \
+                </dev/null >>"$d/server.log" 2>&1
         ) &
         pid=$!
         echo "$pid" >"$d/pid"
@@ -643,12 +643,18 @@ env_mongodb() {
 # Stop a broker, leave it down for a while, start it again with its data:
 # what the resilience tests put clients through. RabbitMQ keeps its mnesia
 # directory (durable queues, persistent messages); Redis saves a snapshot
-# first and loads it again.
+# first and loads it again; beanstalkd replays its binlog (jobs reserved
+# when it stopped come back ready). SecantusDB keeps its data in memory, so
+# a restart would empty it: the MongoDB outage tests cut its connections
+# through a proxy instead.
 restart_one() {   # NAME DOWN_SECONDS KILL(0|1)
     local pid
     KEEP_STATE=1
-    if [ "$1" = redis ] && running_pid redis redis-server >/dev/null; then
-        redis_cli -p 6379 save >/dev/null || say "redis: SAVE failed, restarting without its data"
+    if [ "$1" = redis ] && pid=$(running_pid redis redis-server); then
+        # SHUTDOWN SAVE writes the snapshot and exits in one step: nothing
+        # acknowledged between a SAVE and a SIGTERM can be lost.
+        redis_cli -p 6379 shutdown save >/dev/null 2>&1 || true
+        wait_gone "$pid" "$STOP_TIMEOUT" || say "redis: SHUTDOWN SAVE did not stop it; stopping it plainly"
     fi
     if [ "$3" = 1 ] && pid=$(running_pid rabbitmq); then
         # A crash: no clean shutdown. Only RabbitMQ is offered this, as only

@@ -9,16 +9,19 @@ running -- and retrying -- while it works.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Mapping
 
 import gevent
 import gevent.subprocess
 import pytest
+
+from kombu_green import Connection, Consumer
 
 from ..conftest import IN_CI
 from .amqp_support import AMQP_URL
@@ -40,15 +43,38 @@ REPORT: List[str] = []
 def require_restartable(transport: str) -> Dict[str, Any]:
     """The broker's settings, if this project's script runs it (else skip; fail in CI)."""
     broker = BROKERS[transport]
-    status = gevent.subprocess.run([str(SCRIPT), "status", broker["script"]],
+    require_script(broker["script"])
+    return broker
+
+
+def require_script(script: str) -> None:
+    """Skip (fail in CI) unless ``scripts/brokers.sh`` runs ``script``, so a test may restart it."""
+    status = gevent.subprocess.run([str(SCRIPT), "status", script],
                                    stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.STDOUT)
     if status.returncode != 0:
-        message = (f"{broker['script']} is not running under scripts/brokers.sh, so the test "
-                   f"cannot restart it: scripts/brokers.sh start {broker['script']}")
+        message = (f"{script} is not running under scripts/brokers.sh, so the test "
+                   f"cannot restart it: scripts/brokers.sh start {script}")
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    return broker
+
+
+def drain_all(broker: Mapping[str, Any], queue: Any, until: int) -> List[int]:
+    """Consume ``queue`` at ``broker["url"]`` until ``until`` distinct ids came and
+    it stays quiet; return every id seen (duplicates included)."""
+    seen: List[int] = []
+    with Connection(broker["url"], transport_options=dict(broker["options"])) as conn:
+        def on_message(body: Any, message: Any) -> None:
+            seen.append(body["id"])
+            message.ack()
+
+        with Consumer(conn, [queue], callbacks=[on_message], prefetch_count=100):
+            while True:
+                try:
+                    conn.drain_events(timeout=2 if len(set(seen)) >= until else 10)
+                except socket.timeout:
+                    break
+    return seen
 
 
 @dataclass

@@ -9,7 +9,9 @@ Each client connection gets two pump greenlets. The proxy can
 * swallow them for good instead (:meth:`TcpProxy.lose_after`), as a network
   that dies at that moment would;
 * hold every connection opened from now on (:meth:`TcpProxy.hold_new_connections`);
-* cut every connection made so far (:meth:`TcpProxy.drop`); new ones are accepted.
+* cut every connection made so far (:meth:`TcpProxy.drop`); new ones are accepted;
+* stand for a broker that is down (:meth:`TcpProxy.refuse`: nothing listens on
+  its port, so connecting is refused) until :meth:`TcpProxy.listen`.
 """
 from __future__ import annotations
 
@@ -81,6 +83,17 @@ class TcpProxy:
     def drop(self) -> None:
         """Cut every connection made through the proxy so far."""
         gevent.killall(list(self._handlers))
+
+    def refuse(self) -> None:
+        """Be a broker that is down: cut every connection and stop listening."""
+        self.server.stop()
+        self.drop()
+
+    def listen(self) -> None:
+        """Be back: listen on the same port again."""
+        if not self.server.started:
+            self.server = gevent.server.StreamServer(("127.0.0.1", self.port), self._handle)
+            self.server.start()
 
     def close(self) -> None:
         self.release()

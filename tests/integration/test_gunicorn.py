@@ -2,17 +2,22 @@
 
 500 requests from 50 concurrent clients must each get a 200, and the queue
 must then hold every request id exactly once: the worker pool handles each
-of them once, and nothing is left behind.
+of them once, and nothing is left behind. With the broker restarted a third
+of the way through 3,000 requests from 100 clients, every request must still
+get its 200 and every id answered so must be in the queue (duplicates --
+a publish whose confirm the restart cut off, sent again -- are counted).
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Set, Tuple
 
 import gevent
+import gevent.event
 import gevent.socket
 import gevent.subprocess
 import pytest
@@ -21,6 +26,7 @@ from kombu_green import Connection, Queue
 
 from .amqp_support import AMQP_URL, require_rabbitmq
 from .redis_support import redis_url
+from .restarts import REPORT, drain_all, duplicates, require_script, restart_in_background
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -148,12 +154,49 @@ def test_every_request_is_published_once(url: str, queue: Queue, tmp_path: Path)
         assert queue(conn.channel()).queue_declare(passive=True).message_count == 0
 
 
+def test_a_broker_restart_fails_no_request_and_loses_no_message(url: str, queue: Queue, tmp_path: Path) -> None:
+    script = "rabbitmq" if url.startswith("amqp") else "redis"
+    require_script(script)
+    clients, each = 100, 30
+    total, statuses = clients * each, {}
+    answered = gevent.event.Event()
+    with gevent.Timeout(BUDGET):
+        server = Gunicorn(tmp_path, {"KOMBU_GREEN_URL": url, "KOMBU_GREEN_QUEUE": queue.name})
+        try:
+            def client(c: int) -> None:
+                for i in range(each):
+                    n = c * each + i
+                    statuses[n] = http_get(server.port, f"/publish?id={n}")
+                    if len(statuses) >= total // 3:
+                        answered.set()
+
+            started = time.monotonic()
+            clients_running = [gevent.spawn(client, c) for c in range(clients)]
+            answered.wait()
+            restart, restarting = restart_in_background(script, down=1.0)
+            gevent.joinall(clients_running + [restarting], raise_error=True)
+            seconds = time.monotonic() - started
+        finally:
+            server.stop()
+    failed = {n: answer for n, answer in statuses.items() if answer != (200, f"published {n}\n")}
+    seen = [int(n) for n in drain_all({"url": url, "options": {}}, queue, until=total)]
+    lost = sorted(set(range(total)) - set(seen))
+    REPORT.append(f"{script}: gunicorn -k gevent -w {WORKERS}, {total} requests from {clients} clients, broker "
+                  f"restarted after {total // 3} (restart {restart.seconds:.1f} s): "
+                  f"{total - len(failed)} answered 200, {len(lost)} lost, {duplicates(seen)} duplicates, "
+                  f"{seconds:.1f} s in all")
+    assert not failed, f"{len(failed)} requests failed, e.g. {list(failed.items())[:3]}\n{server.output()[-2000:]}"
+    assert not lost
+
+
 @pytest.mark.amqp
 def test_an_unreachable_broker_gets_a_503(tmp_path: Path) -> None:
-    """No RabbitMQ needed: nothing listens where this app points."""
+    """No RabbitMQ needed: nothing listens where this app points (and the app is
+    told not to retry, so the answer comes at once)."""
     with gevent.Timeout(BUDGET):
         nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
-        server = Gunicorn(tmp_path, {"KOMBU_GREEN_URL": nowhere, "KOMBU_GREEN_QUEUE": "unused"})
+        server = Gunicorn(tmp_path, {"KOMBU_GREEN_URL": nowhere, "KOMBU_GREEN_QUEUE": "unused",
+                                     "KOMBU_GREEN_PUBLISH_RETRIES": "0"})
         try:
             status, text = http_get(server.port, "/publish?id=1")
         finally:

@@ -16,7 +16,7 @@ import pytest
 
 from kombu_green import Connection, Consumer, Exchange, Producer, Queue
 
-from .restarts import REPORT, Restart, duplicates, require_restartable, restart_in_background, unique_name
+from .restarts import REPORT, Restart, drain_all, duplicates, require_restartable, restart_in_background, unique_name
 
 TRANSPORTS = [pytest.param("amqp", marks=pytest.mark.amqp), pytest.param("redis", marks=pytest.mark.redis)]
 #: No test may take longer than this: a hang fails instead of stalling CI.
@@ -30,23 +30,6 @@ def connect(broker: Dict[str, Any]) -> Connection:
 
 def durable_queue(name: str) -> Queue:
     return Queue(name, Exchange(name, "direct", durable=True), routing_key=name, durable=True)
-
-
-def drain_all(broker: Dict[str, Any], queue: Queue, until: int) -> List[int]:
-    """Consume ``queue`` until ``until`` distinct ids came and it stays quiet; return every id seen."""
-    seen: List[int] = []
-    with connect(broker) as conn:
-        def on_message(body: Any, message: Any) -> None:
-            seen.append(body["id"])
-            message.ack()
-
-        with Consumer(conn, [queue], callbacks=[on_message], prefetch_count=100):
-            while True:
-                try:
-                    conn.drain_events(timeout=2 if len(set(seen)) >= until else 10)
-                except socket.timeout:
-                    break
-    return seen
 
 
 def publish_across_restart(conn: Connection, broker: Dict[str, Any], queue: Queue, total: int,
@@ -87,7 +70,7 @@ def test_retried_publishes_survive_a_restart(transport: str) -> None:
             queue(conn.default_channel).declare()
             restart = publish_across_restart(conn, broker, queue, total, restart_at,
                                              errback=lambda exc, interval: retries.append(interval))
-        seen = drain_all(broker, queue, total)
+        seen = drain_all(broker, queue, until=total)
     assert set(seen) == set(range(total)), f"missing: {sorted(set(range(total)) - set(seen))[:20]}"
     REPORT.append(f"{transport}: 2,000 retried publishes across a restart: {duplicates(seen)} duplicates, "
                   f"{len(retries)} retries; restart took {restart.seconds:.1f} s (1 s down)")
@@ -108,7 +91,7 @@ def test_confirmed_publishes_survive_a_broker_crash() -> None:
         with connect(broker) as conn:
             queue(conn.default_channel).declare()
             restart = publish_across_restart(conn, broker, queue, total, crash_at, kill=True)
-        seen = drain_all(broker, queue, total)
+        seen = drain_all(broker, queue, until=total)
     assert set(seen) == set(range(total)), f"missing: {sorted(set(range(total)) - set(seen))[:20]}"
     REPORT.append(f"amqp: 2,000 retried publishes across a SIGKILL of RabbitMQ: {duplicates(seen)} duplicates; "
                   f"kill and restart took {restart.seconds:.1f} s (1 s down)")

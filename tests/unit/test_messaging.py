@@ -574,6 +574,7 @@ def test_single_queue_accepted(conn, queue):
 
 def test_consumer_binds_copies_of_queues(conn, queue):
     consumer = Consumer(conn, [queue], callbacks=[Collector()])
+    assert consumer.channel is conn.default_channel
     assert consumer.queues[0].is_bound
     assert not queue.is_bound
 
@@ -612,14 +613,24 @@ def test_producer_default_exchange():
     assert Producer(None).exchange.name == ""
 
 
-def test_producer_declares_exchange(conn):
-    Producer(conn, exchange=Exchange("auto-ex", "topic"))
+def test_producer_declares_exchange_when_it_first_publishes(conn):
+    # As kombu 5 does: auto_declare adds the exchange to the first publish's
+    # declarations, so making a Producer never connects by itself.
+    producer = Producer(conn, exchange=Exchange("auto-ex", "topic"))
+    assert not conn.connected
+    producer.publish("x", routing_key="any")
     Exchange("auto-ex", passive=True)(conn).declare()
+
+
+def test_producer_on_a_channel_declares_its_exchange_at_once(conn):
+    Producer(conn.channel(), exchange=Exchange("eager-ex", "topic"))
+    Exchange("eager-ex", passive=True)(conn).declare()
 
 
 def test_producer_does_not_bind_given_exchange(conn):
     exchange = Exchange("given")
     producer = Producer(conn, exchange=exchange)
+    assert producer.channel is conn.default_channel
     assert producer.exchange.is_bound
     assert not exchange.is_bound
 

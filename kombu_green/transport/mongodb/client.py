@@ -18,10 +18,15 @@ from pymongo import errors as mongo_errors
 from ... import exceptions as errors
 from ..base import error_boundary
 
-__all__ = ["DRIVER_ERRORS", "Names", "new_client", "translate", "translated"]
+__all__ = ["CONNECTION_ERRORS", "DRIVER_ERRORS", "Names", "new_client", "translate", "translated"]
 
 #: pymongo's errors, and bson's for a document it cannot encode (DocumentTooLarge is one).
 DRIVER_ERRORS: Tuple[Type[BaseException], ...] = (mongo_errors.PyMongoError, bson_errors.InvalidDocument, OSError)
+
+#: What ``ensure`` retries: our OperationalError (what the boundary turns a lost
+#: server into) and pymongo's own, for errors that reach it untranslated.
+CONNECTION_ERRORS: Tuple[Type[BaseException], ...] = (errors.OperationalError, mongo_errors.ConnectionFailure,
+                                                      OSError)
 
 #: Server error codes meaning "who you are" or "what you may do" was refused.
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed

@@ -45,7 +45,7 @@ from ... import green
 from ...options import Option, flag, number, optional, text, whole
 from .. import base
 from ..virtual import Transport as VirtualTransport
-from .client import DRIVER_ERRORS, Names, new_client, translate
+from .client import CONNECTION_ERRORS, DRIVER_ERRORS, Names, new_client, translate
 from .store import MongoStore
 from .uri import mongo_uri, parse_mongo_url
 
@@ -59,7 +59,7 @@ class Transport(VirtualTransport):
 
     default_port = 27017
     driver_type = driver_name = "mongodb"
-    connection_errors = DRIVER_ERRORS
+    connection_errors = CONNECTION_ERRORS
     capabilities = base.Capabilities(
         durable_fanout=False,
         notes=("fanout exchanges deliver through a capped collection: only queues being "
