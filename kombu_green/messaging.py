@@ -13,6 +13,7 @@ greenlet.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple, Union
 
@@ -31,14 +32,26 @@ Callback = Callable[[Any, Message], Any]
 _consumer_tags = itertools.count(1)
 
 
-def maybe_declare(entity: Union[Exchange, Queue], channel: Any = None) -> bool:
+def maybe_declare(entity: Union[Exchange, Queue], channel: Any = None, retry: bool = False,
+                  **retry_policy: Any) -> bool:
     """Declare ``entity`` unless this connection already did (cached).
 
     Only durable, non-auto-delete entities are cached: the others may have
-    vanished since. Returns True if a declaration was sent.
+    vanished since. Returns True if a declaration was sent. ``channel`` may
+    be a Connection (its default channel is used). With ``retry``, the
+    declaration goes through :meth:`Connection.ensure` with ``retry_policy``
+    -- connecting inside it, so a broker that is down is waited for.
     """
-    channel = maybe_channel(channel) if channel is not None else entity.channel
-    if not entity.is_bound:
+    if retry:
+        owner = channel if is_connection(channel) else owner_of(channel if channel is not None else entity.channel)
+        attempt = functools.partial(_declare_once, entity, lambda: owner.default_channel)
+        return bool(owner.ensure(None, attempt, **retry_policy)())
+    return _declare_once(entity, lambda: maybe_channel(channel) if channel is not None else entity.channel)
+
+
+def _declare_once(entity: Union[Exchange, Queue], get_channel: Callable[[], Any]) -> bool:
+    channel = get_channel()
+    if not (entity.is_bound and entity.channel is channel):
         entity = entity.bind(channel)
     declared = getattr(owner_of(channel), "declared_entities", None)
     if declared is not None and entity.can_cache_declaration and entity in declared:
@@ -136,8 +149,7 @@ class Producer:
         """Declare ``entity`` unless this connection did already (cached); with
         ``retry``, through :meth:`Connection.ensure` with ``retry_policy``."""
         if retry:
-            return bool(self.connection.ensure(self, lambda: maybe_declare(entity, self.channel),
-                                               **retry_policy)())
+            return maybe_declare(entity, self.connection, retry=True, **retry_policy)
         return maybe_declare(entity, self.channel)
 
     @property

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import itertools
 import socket
-import uuid
-from typing import Any, Iterator, List, Type
+from typing import Any, Iterator, List
 
 import gevent
 import pytest
@@ -17,37 +16,11 @@ import pytest
 from kombu_green import Connection, Consumer, Producer, Queue
 from kombu_green.exceptions import ConfigurationError, NotFound, OperationalError
 from kombu_green.retry import failover_cycle, intervals, retry_over_time
-from kombu_green.transport import memory
-
-
-class FlakyTransport(memory.Transport):
-    """A memory transport whose next ``refusals`` connection attempts fail."""
-
-    refusals = 0
-    attempts = 0
-
-    def establish_connection(self) -> Any:
-        type(self).attempts += 1
-        if type(self).refusals > 0:
-            type(self).refusals -= 1
-            raise OperationalError("broker refused the connection (test)")
-        return super().establish_connection()
 
 
 @pytest.fixture
-def flaky() -> Iterator[Type[FlakyTransport]]:
-    """A FlakyTransport class of this test's own (its counters start at 0)."""
-    cls = type("Flaky", (FlakyTransport,), {"refusals": 0, "attempts": 0})
-    yield cls
-
-
-@pytest.fixture
-def conn(flaky: Type[FlakyTransport]) -> Iterator[Connection]:
-    name = f"ensure-{uuid.uuid4().hex[:8]}"
-    connection = Connection(hostname=name, transport=flaky)
-    yield connection
-    connection.release()
-    memory.forget_broker(name)
+def conn(flaky_conn: Connection) -> Connection:
+    return flaky_conn
 
 
 def lose_connection(conn: Connection) -> None:

@@ -8,8 +8,7 @@ the same paths on real brokers are in tests/integration/test_outages.py.
 """
 from __future__ import annotations
 
-import uuid
-from typing import Any, Iterator, List, Type
+from typing import Any, List, Type
 
 import gevent
 import pytest
@@ -17,27 +16,22 @@ import pytest
 from kombu_green import Connection, Consumer, Exchange, Producer, Queue, pools
 from kombu_green.common import maybe_declare
 from kombu_green.exceptions import OperationalError
-from kombu_green.transport import memory
 
-from .test_ensure import FlakyTransport
+from .conftest import FlakyTransport
 
 POLICY = {"max_retries": 5, "interval_start": 0, "interval_step": 0.01, "interval_max": 0.01}
 
 
 @pytest.fixture
-def down() -> Iterator[Type[FlakyTransport]]:
-    """A transport class whose broker refuses every connection until told otherwise."""
-    cls = type("Down", (FlakyTransport,), {"refusals": 10 ** 6, "attempts": 0})
-    yield cls
+def conn(flaky_conn: Connection) -> Connection:
+    return flaky_conn
 
 
 @pytest.fixture
-def conn(down: Type[FlakyTransport]) -> Iterator[Connection]:
-    name = f"lazy-{uuid.uuid4().hex[:8]}"
-    connection = Connection(hostname=name, transport=down)
-    yield connection
-    connection.release()
-    memory.forget_broker(name)
+def down(flaky: Type[FlakyTransport]) -> Type[FlakyTransport]:
+    """The test's transport class, its broker refusing every connection until told otherwise."""
+    flaky.refusals = 10 ** 6
+    return flaky
 
 
 def come_up_after(down: Type[FlakyTransport], attempts: int) -> None:
@@ -153,3 +147,11 @@ def test_autoretry_rides_out_a_broker_down_from_the_start(conn: Connection, down
 
     result, channel = conn.autoretry(declare, **POLICY)()
     assert result == "auto" and channel.is_open
+
+
+def test_common_maybe_declare_with_retry_connects_inside_the_policy(conn: Connection,
+                                                                    down: Type[FlakyTransport]) -> None:
+    queue = Queue("common", Exchange("ex"), "k")
+    come_up_after(down, 2)
+    assert maybe_declare(queue, conn, retry=True, **POLICY)
+    assert maybe_declare(queue, conn, retry=True, **POLICY) is False  # cached
