@@ -15,12 +15,13 @@ from . import green
 from .ensure import Resilient, failover_options
 from .exceptions import InvalidURL, UnknownTransport
 from .options import check_one, number, optional, whole
+from .resource import ChannelPool, ConnectionPool, Lendable
 from .retry import failover_cycle
 from .transport import resolve_transport
 from .transport.base import Channel, Transport
 from .url import CONNECTION_OPTIONS, WHOLE_URL_SCHEMES, as_url, mask_url, parse_url
 
-__all__ = ["BrokerConnection", "Connection"]
+__all__ = ["BrokerConnection", "ChannelPool", "Connection", "ConnectionPool"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ _CHECKS = {
 }
 
 
-class Connection(Resilient):
+class Connection(Resilient, Lendable):
     """A connection to a broker, described by a URL or by keywords.
 
     ``Connection("redis://:secret@localhost:6379/0")`` and
@@ -276,8 +277,6 @@ class Connection(Resilient):
                 except errors as exc:
                     logger.debug("ignored while closing %r: %r", self, exc)
 
-    release = close
-
     def collect(self) -> None:
         """Forget a connection that failed, without raising.
 
@@ -300,9 +299,6 @@ class Connection(Resilient):
 
     def __enter__(self) -> "Connection":
         return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.release()
 
     # -- errors ------------------------------------------------------------
 
@@ -328,14 +324,12 @@ class Connection(Resilient):
         from .messaging import Consumer
         return Consumer(channel or self, queues, *args, **kwargs)
 
-    def Pool(self, limit: Optional[int] = None, **kwargs: Any) -> Any:
-        """A pool of connections like this one (see :mod:`kombu_green.pools`)."""
-        from .pools import ConnectionPool
+    def Pool(self, limit: Optional[int] = None, **kwargs: Any) -> ConnectionPool:
+        """A pool of connections like this one (see :mod:`kombu_green.resource`)."""
         return ConnectionPool(self, limit=limit, **kwargs)
 
-    def ChannelPool(self, limit: Optional[int] = None, **kwargs: Any) -> Any:
-        """A pool of channels on this connection (see :mod:`kombu_green.pools`)."""
-        from .pools import ChannelPool
+    def ChannelPool(self, limit: Optional[int] = None, **kwargs: Any) -> ChannelPool:
+        """A pool of channels on this connection (see :mod:`kombu_green.resource`)."""
         return ChannelPool(self, limit=limit, **kwargs)
 
     def SimpleQueue(self, name: Any, no_ack: Optional[bool] = None, queue_opts: Optional[Dict[str, Any]] = None,

@@ -23,6 +23,7 @@ from .abstract import maybe_channel
 from .entity import Exchange, Queue, maybe_delivery_mode, maybe_list
 from .exceptions import ContentDisallowed
 from .message import Message
+from .resource import Lendable
 from .serialization import dumps, prepare_accept_content
 
 __all__ = ["Consumer", "Producer", "is_connection", "maybe_declare", "owner_of"]
@@ -78,8 +79,12 @@ def owner_of(channel: Any) -> Any:
     return None
 
 
-class Producer:
-    """Publishes messages to an exchange (the default exchange if none)."""
+class Producer(Lendable):
+    """Publishes messages to an exchange (the default exchange if none).
+
+    ``release()`` and leaving a ``with`` block give a pooled producer back to
+    its pool; one not lent is closed (see :meth:`close`).
+    """
 
     #: Class-level defaults a subclass may set (kombu's subclassing style).
     exchange: Any = None
@@ -259,13 +264,8 @@ class Producer:
         if self._connection is not None:
             self._connection._attached.discard(self)
 
-    release = close
-
     def __enter__(self) -> "Producer":
         return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.release()
 
     def __repr__(self) -> str:
         return f"<Producer: {self._channel!r}>"
@@ -292,6 +292,11 @@ class Consumer:
     accept: Optional[Set[str]] = None
     prefetch_count: Optional[int] = None
     tag_prefix: Optional[str] = None
+    #: When set, each delivery is handed to ``dispatcher(message)`` instead of
+    #: being handled at once in the greenlet draining the connection; the
+    #: dispatcher calls :meth:`handle` later -- in a greenlet of its own, say,
+    #: as :class:`~kombu_green.mixins.ConsumerMixin` does. It must not block.
+    dispatcher: Optional[Callable[[Message], Any]] = None
 
     def __init__(self, channel: Any, queues: Union[Queue, Sequence[Queue], None] = None,
                  no_ack: Optional[bool] = None, auto_declare: Optional[bool] = None,
@@ -440,7 +445,13 @@ class Consumer:
         for callback in self.callbacks:
             callback(body, message)
 
-    def _receive_callback(self, message: Message) -> Any:
+    def handle(self, message: Message) -> Any:
+        """Decode ``message`` and run the callbacks (or ``on_message``) on it.
+
+        What a delivery gets, in the greenlet that drains the connection --
+        unless a :attr:`dispatcher` is set, which calls this later itself.
+        A body that cannot be decoded goes to ``on_decode_error`` if given.
+        """
         if self.accept is not None:
             message.accept = self.accept
         try:
@@ -454,6 +465,12 @@ class Consumer:
         if self.on_message:
             return self.on_message(message)
         return self.receive(decoded, message)
+
+    def _receive_callback(self, message: Message) -> Any:
+        """What the channel calls for each delivery (kombu's name)."""
+        if self.dispatcher is not None:
+            return self.dispatcher(message)
+        return self.handle(message)
 
     def __enter__(self) -> "Consumer":
         self.consume()

@@ -72,13 +72,11 @@ class _Mailbox:
     def __init__(self, consumer: messaging.Consumer, on_failure: Callable[[BaseException], None],
                  told_to_stop: Callable[[], bool]) -> None:
         self.consumer = consumer
-        self._handle = consumer._receive_callback  # decode, then the callbacks
         self._on_failure = on_failure
         self._told_to_stop = told_to_stop
         self._queue: Any = green.Queue()
         self._stopping = False
-        # The channel calls this attribute for each delivery: now it only posts.
-        consumer._receive_callback = self._queue.put  # type: ignore[method-assign]
+        consumer.dispatcher = self._queue.put  # deliveries are posted here, handled in _work
         self.greenlet = green.spawn(self._work)
 
     def _work(self) -> None:
@@ -89,7 +87,7 @@ class _Mailbox:
             if (self._stopping or self._told_to_stop()) and not self.consumer.no_ack:
                 continue  # left unacked: the channel's close gives it back
             try:
-                self._handle(message)
+                self.consumer.handle(message)
             except Exception as exc:  # noqa: BLE001 - reported to the drain loop
                 self._on_failure(exc)
                 return

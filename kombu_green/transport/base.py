@@ -16,9 +16,11 @@ from typing import (
     Callable,
     Dict,
     FrozenSet,
+    List,
     Mapping,
     NamedTuple,
     Optional,
+    Protocol,
     Set,
     Tuple,
     Type,
@@ -30,10 +32,32 @@ from ..exceptions import ChannelError, OperationalError
 from ..options import Option, read_options
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..connection import Connection
     from ..message import Message
 
-__all__ = ["Capabilities", "Channel", "QueueDeclareOk", "Transport", "error_boundary"]
+__all__ = ["Capabilities", "Channel", "Client", "QueueDeclareOk", "Transport", "error_boundary"]
+
+
+class Client(Protocol):
+    """What a transport reads of the :class:`~kombu_green.Connection` that owns it
+    (kombu calls it the transport's client). Declared here, rather than importing
+    the Connection, so transports depend on this interface and not the other way."""
+
+    hostname: Optional[str]
+    userid: Optional[str]
+    password: Optional[str]
+    virtual_host: str
+    ssl: Any
+    heartbeat: float
+    connect_timeout: Optional[float]
+    login_method: Optional[str]
+    transport_options: Dict[str, Any]
+    #: The failover URLs (``;``-separated alternates); empty for one broker.
+    alt: List[str]
+    #: The port given in the URL or keywords (None: the transport's default).
+    _port: Optional[int]
+
+    @property
+    def port(self) -> Optional[int]: ...
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -211,7 +235,7 @@ class Transport:
     #: How errors name this transport's options ("Redis transport option").
     option_label: str = "transport option"
 
-    def __init__(self, client: "Connection", **kwargs: Any) -> None:
+    def __init__(self, client: Client, **kwargs: Any) -> None:
         self.client = client
         #: ``transport_options`` (and the URL's query options), checked when the
         #: transport is made: a bad value fails before any network traffic.

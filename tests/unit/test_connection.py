@@ -157,8 +157,10 @@ def test_close_unconnected_is_fine(memory_url):
     Connection(memory_url).close()
 
 
-def test_release_is_close():
-    assert Connection.release is Connection.close
+def test_release_closes_a_connection_no_pool_lent(conn):
+    conn.connect()
+    conn.release()
+    assert not conn.connected
 
 
 def test_close_closes_channels(conn):

@@ -32,6 +32,7 @@ from vine import promise
 from ... import green
 from ...exceptions import ChannelError, ConnectionClosed, MessageNacked, PublishTimeout
 from ...message import Message
+from ...resource import Lendable
 from .. import base
 from .confirms import Confirms
 from .errors import translate, translated
@@ -53,7 +54,7 @@ def _settle_frame(channel_id: int, method: int, delivery_tag: int, flag: bool) -
 _TAG_PREFIX = f"kombu_green.{uuid.uuid4().hex[:8]}."
 
 
-class Channel(amqp.Channel, base.Channel):  # type: ignore[misc]  # py-amqp is untyped: Any
+class Channel(Lendable, amqp.Channel, base.Channel):  # type: ignore[misc]  # py-amqp is untyped: Any
     """An AMQP channel of a :class:`~.connection.GreenConnection`."""
 
     #: A plain attribute (py-amqp assigns it), shadowing the interface's property.

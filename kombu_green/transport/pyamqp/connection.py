@@ -36,7 +36,7 @@ from .errors import translate
 from .wire import GreenSSLTransport, GreenTCPTransport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ...connection import Connection
+    from ..base import Client
 
 __all__ = ["GreenConnection"]
 
@@ -52,7 +52,7 @@ class GreenConnection(amqp.Connection):  # type: ignore[misc]  # py-amqp is unty
 
     Channel = Channel
 
-    def __init__(self, *args: Any, client: Optional["Connection"] = None,
+    def __init__(self, *args: Any, client: Optional["Client"] = None,
                  where: str = "", publisher_confirms: bool = False,
                  confirm_timeout: Optional[float] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

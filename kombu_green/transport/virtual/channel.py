@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optiona
 
 from ...exceptions import ChannelError, ConnectionClosed, NotFound, PreconditionFailed
 from ...message import Message
+from ...resource import Lendable
 from .. import base
 from . import payload as payloads
 from .qos import QoS
@@ -33,7 +34,7 @@ class _Consumer(NamedTuple):
     on_cancel: Optional[Callable[[str], Any]]
 
 
-class Channel(base.Channel):
+class Channel(Lendable, base.Channel):
     """A virtual AMQP channel: one per ``Connection.channel()`` call."""
 
     def __init__(self, transport: "Transport") -> None:
@@ -334,9 +335,6 @@ class Channel(base.Channel):
 
     def __enter__(self) -> "Channel":
         return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<virtual Channel {self.channel_id} of {self.transport.client!r}>"
